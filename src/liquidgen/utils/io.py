@@ -18,7 +18,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     extension (PIL) still work. On any exception the temporary file is removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

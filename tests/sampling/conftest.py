@@ -1,0 +1,61 @@
+"""Tiny random causal LMs with a Liquid-style vocabulary (text ids, then image codes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from liquidgen.vocab import VocabLayout
+
+TEXT_VOCAB = 96
+CODEBOOK = 64
+LAYOUT = VocabLayout(
+    image_offset=TEXT_VOCAB,
+    codebook_size=CODEBOOK,
+    boi_id=7,
+    eoi_id=8,
+    uncond_id=9,
+    bos_id=1,
+    eos_id=2,
+    pad_id=0,
+)
+UNCOND_PROMPT = [LAYOUT.uncond_id, LAYOUT.boi_id]
+CONTEXT = 128
+
+_COMMON = dict(
+    vocab_size=LAYOUT.vocab_size,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=CONTEXT,
+)
+# Backbones of the paper's scaling study (+ Cohere/Granite for the logit-scale heads).
+CONFIGS = {
+    "llama": (transformers.LlamaConfig, dict(tie_word_embeddings=False)),
+    "qwen2": (transformers.Qwen2Config, dict(tie_word_embeddings=True)),
+    "gemma": (transformers.GemmaConfig, dict(head_dim=8)),
+    "gemma2": (transformers.Gemma2Config, dict(head_dim=8, sliding_window=8)),
+    "cohere": (transformers.CohereConfig, dict(logit_scale=0.25)),
+    "granite": (transformers.GraniteConfig, dict(logits_scaling=4.0)),
+}
+
+
+def tiny_model(kind: str, seed: int = 0) -> PreTrainedModel:
+    """A random float32 model of architecture ``kind`` whose vocabulary is LAYOUT's."""
+    config_cls, extra = CONFIGS[kind]
+    config = config_cls(**_COMMON, **extra)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # larger logits than the default init, so sampling is not uniform
+        head = model.get_output_embeddings()
+        head.weight.mul_(20.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def qwen() -> PreTrainedModel:
+    return tiny_model("qwen2")
