@@ -5,9 +5,27 @@ The pipeline, one module per stage:
 - :mod:`liquidgen.tokenizer` — the VQGAN image tokenizer (pixels <-> discrete codes).
 - :mod:`liquidgen.vocab` — the vocabulary layout (text ids, image offset, special ids).
 - :mod:`liquidgen.world` — a procedural image-text world with exact scorers.
+- :class:`liquidgen.Pipeline` — the inference API (images, answers, chat); imported on first
+  use so that ``import liquidgen`` stays light.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from liquidgen.errors import LiquidgenError
 
+if TYPE_CHECKING:
+    from liquidgen.pipeline import Pipeline
+
 __version__ = "0.1.0"
-__all__ = ["LiquidgenError", "__version__"]
+__all__ = ["LiquidgenError", "Pipeline", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import :class:`~liquidgen.pipeline.Pipeline` (torch, transformers) only when asked for."""
+    if name == "Pipeline":
+        from liquidgen.pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'liquidgen' has no attribute {name!r}")

@@ -20,7 +20,9 @@ _COMMAND_MODULES = [
     "liquidgen.world.cli",  # world make | parse
     "liquidgen.model.cli",  # expand, text-tokenizer
     "liquidgen.training.cli",  # data tokenize, train
+    "liquidgen.inference_cli",  # generate, ask, chat
     "liquidgen.demo",  # demo
+    "liquidgen.evaluation.cli",  # eval t2i | vqa | text | tokenizer | all | fid
 ]
 
 

@@ -35,7 +35,17 @@ from typing import Literal
 
 import torch
 import yaml
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     AutoModelForCausalLM,
     GemmaConfig,
@@ -47,7 +57,10 @@ from transformers import (
 )
 from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from liquidgen.errors import ConfigError
+from liquidgen.tokenizer import VQGAN, VQGANConfig
 from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, UNCOND_TOKEN
 
 Family = Literal["llama", "qwen2", "gemma"]
@@ -67,6 +80,9 @@ _MIN_SPARE = 8
 _VQ_CH = 32
 _VQ_Z = 32
 _VQ_EMBED_DIM = 8
+# Small enough that the tiny Liquid-7B-like weights are sharded like the release
+# (model-0000N-of-0000M.safetensors + index), so no model.safetensors sits beside vqgan.*.
+_LIQUID7B_SHARD = "100KB"
 
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -114,7 +130,20 @@ def tiny_corpus() -> list[str]:
             strict=False,
         )
     ]
-    sentences += [f"The numbers {i}, {i * 7} and {i * 13} are written in {_COLOURS[i % 10]}." for i in range(50)]
+    sentences += [
+        f"The numbers {i}, {i * 7} and {i * 13} are written in {_COLOURS[i % 10]}."
+        for i in range(50)
+    ]
+    # The fixed phrases of Liquid's formats, so that prompts tokenize into few pieces.
+    sentences += [
+        f"Image Size: Width is {w} Height is {h}. A {c} shape. Generate an image based on this description."
+        for (w, h), c in zip(
+            itertools.product((16, 32, 64), repeat=2), itertools.cycle(_COLOURS), strict=False
+        )
+    ]
+    sentences += [
+        "The caption of this image is: a picture. User: what is it? Assistant: a shape."
+    ] * 5
     return sentences
 
 
@@ -125,7 +154,7 @@ def _byte_level_bpe(vocab_size: int) -> Tokenizer:
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(_split_regex(), behavior="isolated"),
+            pre_tokenizers.Split(Regex(_BYTE_LEVEL_SPLIT), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -138,12 +167,6 @@ def _byte_level_bpe(vocab_size: int) -> Tokenizer:
     )
     backend.train_from_iterator(tiny_corpus(), trainer=trainer)
     return backend
-
-
-def _split_regex():  # noqa: ANN202 - tokenizers.Regex has no public type stub
-    from tokenizers import Regex
-
-    return Regex(_BYTE_LEVEL_SPLIT)
 
 
 def _vocab_and_merges(backend: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -165,7 +188,10 @@ def _gemma_tokenizer(text_vocab: int, spare_slots: bool, renames: dict[str, str]
     backend.normalizer = normalizers.Replace(" ", "▁")
     backend.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
     trainer = trainers.BpeTrainer(
-        vocab_size=text_vocab, min_frequency=2, special_tokens=specials + byte_tokens, show_progress=False
+        vocab_size=text_vocab,
+        min_frequency=2,
+        special_tokens=specials + byte_tokens,
+        show_progress=False,
     )
     backend.train_from_iterator(tiny_corpus(), trainer=trainer)
     vocab, merges = _vocab_and_merges(backend)
@@ -222,7 +248,9 @@ def _llama_tokenizer(text_vocab: int, spare_slots: bool) -> PreTrainedTokenizerF
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     bos = fixed[0]
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B",
+        special_tokens=[(bos, backend.token_to_id(bos))],
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -233,7 +261,9 @@ def _llama_tokenizer(text_vocab: int, spare_slots: bool) -> PreTrainedTokenizerF
 
 
 # --------------------------------------------------------------------------- models
-def _model_config(family: str, vocab_size: int, tokenizer, tie: bool) -> PretrainedConfig:  # noqa: ANN001
+def _model_config(
+    family: str, vocab_size: int, tokenizer: PreTrainedTokenizerBase, tie: bool
+) -> PretrainedConfig:
     common = {
         "vocab_size": vocab_size,
         "hidden_size": _HIDDEN,
@@ -255,7 +285,13 @@ def _model_config(family: str, vocab_size: int, tokenizer, tie: bool) -> Pretrai
     return LlamaConfig(**common)
 
 
-def _save_model(directory: Path, config: PretrainedConfig, tokenizer, seed: int) -> None:  # noqa: ANN001
+def _save_model(
+    directory: Path,
+    config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    max_shard_size: str | None = None,
+) -> None:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(
@@ -263,7 +299,8 @@ def _save_model(directory: Path, config: PretrainedConfig, tokenizer, seed: int)
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model.save_pretrained(directory)
+    shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(directory, **shard)
     tokenizer.save_pretrained(directory)
 
 
@@ -306,19 +343,17 @@ def make_tiny_backbone(
         tokenizer = _llama_tokenizer(text_vocab, spare_slots)
         rows = len(tokenizer)
     else:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
     config = _model_config(family, rows, tokenizer, tie_word_embeddings)
     _save_model(directory, config, tokenizer, seed)
     return directory
 
 
 # --------------------------------------------------------------------------- VQGAN
-def _tiny_vq_config(codebook_size: int, downsample: int):  # noqa: ANN202 - lazy import
-    from liquidgen.tokenizer import VQGANConfig
-
+def _tiny_vq_config(codebook_size: int, downsample: int) -> VQGANConfig:
     levels = downsample.bit_length()  # downsample = 2 ** (levels - 1)
     if downsample < 1 or 2 ** (levels - 1) != downsample:
-        raise ValueError(f"downsample must be a power of two, got {downsample}")
+        raise ConfigError(f"downsample must be a power of two, got {downsample}")
     return VQGANConfig(
         ch=_VQ_CH,
         ch_mult=(1,) * levels,
@@ -332,15 +367,17 @@ def _tiny_vq_config(codebook_size: int, downsample: int):  # noqa: ANN202 - lazy
 
 def _write_authors_vq(directory: Path, codebook_size: int, downsample: int, seed: int) -> None:
     """``vqgan.yaml`` + a Lightning-style ``vqgan.ckpt`` (``{"state_dict": ...}``)."""
-    from liquidgen.tokenizer import VQGAN
-
     config = _tiny_vq_config(codebook_size, downsample)
     torch.manual_seed(seed)
     state = VQGAN(config).state_dict()
     yaml_doc = {
         "model": {
             "target": "taming.models.vqgan.VQModel",
-            "params": {"embed_dim": config.embed_dim, "n_embed": config.n_embed, "ddconfig": config.ddconfig()},
+            "params": {
+                "embed_dim": config.embed_dim,
+                "n_embed": config.n_embed,
+                "ddconfig": config.ddconfig(),
+            },
         }
     }
     (directory / "vqgan.yaml").write_text(yaml.safe_dump(yaml_doc, sort_keys=False))
@@ -356,8 +393,6 @@ def make_tiny_vq(
     seed: int = 0,
 ) -> Path:
     """Write a random tiny VQGAN (``downsample`` a power of two) in either folder format."""
-    from liquidgen.tokenizer import VQGAN
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if authors_format:
@@ -382,14 +417,15 @@ def make_liquid7b_like(
     ``GemmaForCausalLM`` with ``vocab_size = text_vocab + codebook_size`` (256000 + 8192 in
     the release), a ``GemmaTokenizer`` of ``text_vocab`` tokens whose ``<unused0..2>`` are
     renamed ``<boi>``, ``<eoi>``, ``<unconditional>`` (ids 7, 8, 9), and the VQGAN in the
-    authors' format (``vqgan.yaml`` + ``vqgan.ckpt``) in the same folder.
+    authors' format (``vqgan.yaml`` + ``vqgan.ckpt``) in the same folder. The weights are
+    sharded with an index, as in the release.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     renames = {"<unused0>": BOI_TOKEN, "<unused1>": EOI_TOKEN, "<unused2>": UNCOND_TOKEN}
     tokenizer = _gemma_tokenizer(text_vocab, spare_slots=True, renames=renames)
     config = _model_config("gemma", len(tokenizer) + codebook_size, tokenizer, tie=True)
-    _save_model(directory, config, tokenizer, seed)
+    _save_model(directory, config, tokenizer, seed, max_shard_size=_LIQUID7B_SHARD)
     _write_authors_vq(directory, codebook_size, downsample, seed)
     return directory
 
@@ -412,6 +448,8 @@ def make_tiny_liquid(
 
     with tempfile.TemporaryDirectory(prefix="liquidgen-tiny-") as tmp:
         base = make_tiny_backbone(Path(tmp) / "base", family, text_vocab=text_vocab, seed=seed)
-        vq = make_tiny_vq(Path(tmp) / "vq", codebook_size=codebook_size, downsample=downsample, seed=seed)
+        vq = make_tiny_vq(
+            Path(tmp) / "vq", codebook_size=codebook_size, downsample=downsample, seed=seed
+        )
         expand(base, vq, directory, seed=seed)
     return Path(directory)

@@ -132,7 +132,9 @@ def test_sample_from_probs_follows_the_distribution() -> None:
     draws = sample_from_probs(probs, torch.Generator().manual_seed(0))
     freq = torch.bincount(draws, minlength=4).double() / draws.numel()
     assert freq[1] == 0
-    torch.testing.assert_close(freq, torch.tensor([0.1, 0.0, 0.6, 0.3], dtype=torch.double), atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.tensor([0.1, 0.0, 0.6, 0.3], dtype=torch.double), atol=0.015, rtol=0
+    )
 
 
 def test_sample_from_probs_ignores_zero_padding() -> None:

@@ -64,7 +64,9 @@ def train_text_tokenizer(
         ``<unconditional>`` as special tokens and a plain chat template.
     """
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ConfigError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + specials), got {vocab_size}")
+        raise ConfigError(
+            f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + specials), got {vocab_size}"
+        )
     if min_frequency < 1:
         raise ConfigError(f"min_frequency must be >= 1, got {min_frequency}")
     backend = Tokenizer(models.BPE())
@@ -94,7 +96,9 @@ def train_text_tokenizer(
     )
 
 
-def save_text_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLike[str]) -> Path:
+def save_text_tokenizer(
+    tokenizer: PreTrainedTokenizerFast, out_dir: str | os.PathLike[str]
+) -> Path:
     """Save ``tokenizer`` (``tokenizer.json`` + ``tokenizer_config.json``) atomically."""
     with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
@@ -120,6 +124,8 @@ def read_texts(paths: Sequence[str | os.PathLike[str]], *, text_key: str = "text
                         record = json.loads(line)
                         yield str(record[text_key])
                     except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ConfigError(f"{path}:{lineno}: expected a JSON object with {text_key!r} ({e})") from e
+                        raise ConfigError(
+                            f"{path}:{lineno}: expected a JSON object with {text_key!r} ({e})"
+                        ) from e
                 else:
                     yield line.rstrip("\n")

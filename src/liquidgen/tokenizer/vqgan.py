@@ -130,8 +130,12 @@ class VQGAN(nn.Module):
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: tokenizer folder not found")
-        if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
-            config = VQGANConfig.from_dict(_read_json(path / CONFIG_FILE))
+        # A released Liquid folder also holds the LLM's config.json: only a config.json
+        # describing a VQGAN (with ``n_embed``) selects liquidgen's format.
+        ours = (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+        config_data = _read_json(path / CONFIG_FILE) if ours else {}
+        if ours and "n_embed" in config_data:
+            config = VQGANConfig.from_dict(config_data)
             try:
                 state = load_file(str(path / WEIGHTS_FILE))
             except (SafetensorError, OSError) as e:

@@ -81,6 +81,11 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ConfigError(f"expected a mapping for {hint.__name__}, got {value!r}")
         return _from_dict(hint, value)
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"expected a number, got {value!r}")
         return float(value)
@@ -150,6 +155,7 @@ class DataConfig:
     seed: int = 0  # mixture order, epoch permutations and per-example randomness
     cfg_dropout: float = 0.1  # share of T2I examples whose text becomes <unconditional>
     val_examples: int = 64  # validation examples per source (fixed, first N of `val`)
+    size_prefix: bool = False  # T2I prompts start with "Image Size: Width is W Height is H. "
 
     def __post_init__(self) -> None:
         _check_field_types(self)
@@ -220,7 +226,15 @@ class LoRAConfig:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: list[str] = dataclasses.field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     )
 
     def __post_init__(self) -> None:
@@ -321,7 +335,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override {item!r}: {where} is not an index of a {len(node)}-item list")
+                    raise ConfigError(
+                        f"override {item!r}: {where} is not an index of a {len(node)}-item list"
+                    )
                 if last:
                     node[int(part)] = value
                 else:
@@ -332,7 +348,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 else:
                     node = node.setdefault(part, {})
             else:
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth])} is not a mapping or list")
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[:depth])} is not a mapping or list"
+                )
     return data
 
 

@@ -33,7 +33,7 @@ from liquidgen.world.shapes import GEOMETRIES
 RGB = tuple[int, int, int]
 
 # ---- vocabulary -------------------------------------------------------------------------
-SHAPES: tuple[str, ...] = GEOMETRIES  # circle, square, triangle, diamond, plus, star
+SHAPES: tuple[str, ...] = GEOMETRIES  # circle, square, triangle, diamond, cross, star
 # Saturated colours at least 90 apart in RGB (min pair: orange-yellow), all far from the tints.
 COLORS: dict[str, RGB] = {
     "red": (215, 35, 35),
@@ -48,13 +48,12 @@ COLORS: dict[str, RGB] = {
 BACKGROUNDS: dict[str, RGB] = {
     "white": (250, 250, 250),
     "cream": (250, 244, 224),
-    "gray": (232, 232, 232),
-    "sky": (226, 238, 250),
-    "mint": (226, 246, 232),
+    "light gray": (232, 232, 232),
+    "light blue": (226, 238, 250),
+    "light green": (226, 246, 232),
 }
-SIZES: dict[str, float] = {"small": 0.20, "large": 0.34}  # box side as a fraction of S
+SIZES: dict[str, float] = {"small": 0.22, "large": 0.34}  # box side as a fraction of S
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-INVERSE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 HORIZONTAL = ("left of", "right of")
 
 # ---- layout rules (fractions of the short side S) -----------------------------------------
@@ -78,7 +77,7 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
         ("square", "orange"),
         ("triangle", "cyan"),
         ("diamond", "red"),
-        ("plus", "yellow"),
+        ("cross", "yellow"),
         ("star", "green"),
     }
 )
@@ -88,7 +87,7 @@ HELDOUT_RELATIONS: frozenset[tuple[frozenset[str], str]] = frozenset(
     {
         (frozenset({"circle", "star"}), "horizontal"),
         (frozenset({"square", "triangle"}), "vertical"),
-        (frozenset({"diamond", "plus"}), "horizontal"),
+        (frozenset({"diamond", "cross"}), "horizontal"),
     }
 )
 SPLITS: tuple[str, ...] = ("train", "heldout")
@@ -236,7 +235,10 @@ def make_object(
     """An object of the world's geometry: a ``d x d`` box around ``(cx, cy)``."""
     side = SIZES[size] * short_side
     cx, cy = round(cx, COORD_DECIMALS), round(cy, COORD_DECIMALS)
-    box = tuple(round(v, COORD_DECIMALS) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    box = tuple(
+        round(v, COORD_DECIMALS)
+        for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    )
     return WorldObject(shape, color, size, cx, cy, box)  # type: ignore[arg-type]
 
 
@@ -281,12 +283,12 @@ def check_image_size(width: int, height: int) -> None:
         )
 
 
-def _attributes_allowed(shape: str, color: str, split: str) -> bool:
+def _attributes_allowed(shape: str, color: str, split: str | None) -> bool:
     return split != "train" or not is_heldout_pair(shape, color)
 
 
 def _draw_attributes(
-    rng: np.random.Generator, request: ObjectRequest, split: str
+    rng: np.random.Generator, request: ObjectRequest, split: str | None
 ) -> tuple[str, str, str]:
     """Fill a request's missing attributes, never producing a pair the split forbids."""
     for _ in range(MAX_PLACEMENT_TRIES):
@@ -355,7 +357,7 @@ def sample_scene(
     width: int,
     height: int,
     *,
-    split: str = "train",
+    split: str | None = "train",
     objects: Sequence[ObjectRequest] | None = None,
     relations: Sequence[RelationRequest] = (),
 ) -> Scene:
@@ -364,9 +366,11 @@ def sample_scene(
     Without ``objects``, draws 1-4 objects with uniform attributes; with ``objects``, draws
     exactly those (filling unspecified attributes) such that every requested relation
     holds. ``split="train"`` never draws a held-out shape-colour pair; ``split="heldout"``
-    makes sure at least one object is a held-out pair (redrawing one if needed).
+    makes sure at least one object is a held-out pair (redrawing one if needed);
+    ``split=None`` imposes neither.
     """
-    check_split(split)
+    if split is not None:
+        check_split(split)
     check_image_size(width, height)
     for r in relations:
         if r.relation not in RELATIONS:
@@ -416,7 +420,11 @@ POSITION_TOLERANCE = 0.025  # centres within this fraction of S count as the sam
 
 
 def scenes_match(
-    expected: Scene, found: Scene, *, tolerance: float = POSITION_TOLERANCE, attributes: Iterable[str] = ("shape", "color", "size")
+    expected: Scene,
+    found: Scene,
+    *,
+    tolerance: float = POSITION_TOLERANCE,
+    attributes: Iterable[str] = ("shape", "color", "size"),
 ) -> bool:
     """Exact recovery: same number of objects and a one-to-one matching with equal attributes
     and centres within ``tolerance * S``.

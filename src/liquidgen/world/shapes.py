@@ -6,9 +6,9 @@ in images) and touches all four sides of it, so an object's bounding box is exac
 The circle is an ellipse in that box; every other shape is a polygon.
 
 Shapes were chosen to stay apart after a VQ decoder's blur: they differ in how much of
-their box they fill (circle 0.79, square 1.0, triangle and diamond 0.5, plus 0.54, star
-about 0.33) and, where the fill is alike, in where the mass sits (the triangle's is low,
-the diamond's central) or in concavity (plus, star).
+their box they fill (circle 0.79, square 1.0, triangle and diamond 0.5, cross 0.36, star
+0.44) and, where the fill is alike, in where the mass sits (the triangle's is low,
+the diamond's central) or in concavity (cross, star).
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ CIRCLE = "circle"
 SQUARE = "square"
 TRIANGLE = "triangle"
 DIAMOND = "diamond"
-PLUS = "plus"
+CROSS = "cross"
 STAR = "star"
-GEOMETRIES: tuple[str, ...] = (CIRCLE, SQUARE, TRIANGLE, DIAMOND, PLUS, STAR)
+GEOMETRIES: tuple[str, ...] = (CIRCLE, SQUARE, TRIANGLE, DIAMOND, CROSS, STAR)
 
-PLUS_HALF_WIDTH = 0.34  # half the arm width of the plus, in unit-box coordinates
+CROSS_HALF_WIDTH = 0.2  # half arm width (unit box): thin arms keep it unlike a blurred diamond
 STAR_POINTS = 5
-STAR_INNER_RATIO = 0.48  # inner/outer radius; fatter than a "regular" star (0.38) to survive blur
-CIRCLE_POLYGON_SIDES = 96  # only for area/centroid constants; rendering uses a true ellipse
+STAR_INNER_RATIO = 0.52  # inner/outer radius; fatter than a regular star (0.38) so it survives blur
 
 Vertices = tuple[tuple[float, float], ...]
 
@@ -49,8 +48,8 @@ def _star_vertices() -> Vertices:
     )
 
 
-def _plus_vertices() -> Vertices:
-    h = PLUS_HALF_WIDTH
+def _cross_vertices() -> Vertices:
+    h = CROSS_HALF_WIDTH
     return (
         (-h, -1),
         (h, -1),
@@ -67,18 +66,11 @@ def _plus_vertices() -> Vertices:
     )
 
 
-def _circle_vertices() -> Vertices:
-    n = CIRCLE_POLYGON_SIDES
-    return tuple(
-        (math.cos(2 * math.pi * k / n), math.sin(2 * math.pi * k / n)) for k in range(n)
-    )
-
-
 POLYGONS: dict[str, Vertices] = {
     SQUARE: ((-1, -1), (1, -1), (1, 1), (-1, 1)),
     TRIANGLE: ((0, -1), (1, 1), (-1, 1)),  # apex up, base as wide as it is high
     DIAMOND: ((0, -1), (1, 0), (0, 1), (-1, 0)),
-    PLUS: _plus_vertices(),
+    CROSS: _cross_vertices(),
     STAR: _star_vertices(),
 }
 
@@ -87,9 +79,9 @@ def _polygon_moments(vertices: Vertices) -> tuple[float, float]:
     """Area and centroid ``y`` of a simple polygon (shoelace formula)."""
     area = cy = 0.0
     for (x0, y0), (x1, y1) in zip(vertices, vertices[1:] + vertices[:1], strict=True):
-        cross = x0 * y1 - x1 * y0
-        area += cross
-        cy += (y0 + y1) * cross
+        det = x0 * y1 - x1 * y0
+        area += det
+        cy += (y0 + y1) * det
     area /= 2
     return abs(area), cy / (6 * area)
 
@@ -110,27 +102,42 @@ def centroid_offset(geometry: str) -> float:
     return _polygon_moments(POLYGONS[geometry])[1] / 2
 
 
+PIL_OUTLINE_INSET = 0.5  # PIL fills pixels on the outline too: half a pixel too wide per side
+
+
 def draw(
     canvas: ImageDraw.ImageDraw,
     geometry: str,
     box: tuple[float, float, float, float],
     fill: tuple[int, int, int] | int,
 ) -> None:
-    """Draw ``geometry`` filling ``box = (x0, y0, x1, y1)`` (pixel-corner coordinates)."""
-    x0, y0, x1, y1 = box
+    """Draw ``geometry`` filling ``box = (x0, y0, x1, y1)`` (pixel-corner coordinates).
+
+    The box is inset by :data:`PIL_OUTLINE_INSET` so the filled area matches the box's
+    (PIL also fills the pixels the outline passes through).
+    """
+    inset = PIL_OUTLINE_INSET
+    x0, y0, x1, y1 = box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset
     if geometry == CIRCLE:
-        canvas.ellipse(box, fill=fill)
+        canvas.ellipse((x0, y0, x1, y1), fill=fill)
         return
     half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
     cx, cy = x0 + half_w, y0 + half_h
     canvas.polygon([(cx + u * half_w, cy + v * half_h) for u, v in POLYGONS[geometry]], fill=fill)
 
 
-def coverage(geometry: str, width: int, height: int, supersample: int = 4) -> np.ndarray:
-    """Anti-aliased coverage in ``[0, 1]`` of ``geometry`` stretched over a ``width x height`` box.
+def coverage(
+    geometry: str,
+    box: tuple[float, float, float, float],
+    canvas: tuple[int, int],
+    supersample: int = 4,
+) -> np.ndarray:
+    """Anti-aliased coverage in ``[0, 1]`` of ``geometry`` filling ``box`` on a canvas.
 
-    Returns a float32 array of shape ``(height, width)``; used by the parser as a template.
+    ``canvas`` is ``(height, width)`` in pixels; returns float32 of that shape. The parser
+    draws its shape hypotheses with this, exactly as the renderer draws objects.
     """
+    height, width = canvas
     img = Image.new("L", (width * supersample, height * supersample), 0)
-    draw(ImageDraw.Draw(img), geometry, (0, 0, width * supersample, height * supersample), 255)
+    draw(ImageDraw.Draw(img), geometry, tuple(v * supersample for v in box), 255)  # type: ignore[arg-type]
     return np.asarray(img.reduce(supersample), dtype=np.float32) / 255.0  # (H, W)

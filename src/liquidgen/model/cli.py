@@ -1,0 +1,103 @@
+"""CLI: ``liquidgen expand`` and ``liquidgen text-tokenizer train``."""
+
+from __future__ import annotations
+
+import argparse
+
+from liquidgen.errors import ConfigError
+
+_EXPAND_HELP = """\
+Add the image codes of a VQGAN to a local Hugging Face causal LM and write a liquidgen
+checkpoint (HF model + tokenizer + liquid_layout.json + the VQGAN in vq/).
+The image offset is the base model's embedding rows; <boi>, <eoi>, <unconditional> reuse
+unused slots (Gemma <unusedN>, Llama-3 reserved tokens) or are added; the new rows start
+at the mean of the old ones. Nothing is downloaded."""
+
+
+def _run_expand(args: argparse.Namespace) -> int:
+    from liquidgen.model.expand import expand
+
+    layout = expand(args.base, args.tokenizer, args.out, seed=args.seed)
+    print(
+        f"wrote {args.out}: image_offset={layout.image_offset} codebook_size={layout.codebook_size} "
+        f"vocab_size={layout.vocab_size} <boi>={layout.boi_id} <eoi>={layout.eoi_id} "
+        f"<unconditional>={layout.uncond_id} downsample={layout.downsample}"
+    )
+    return 0
+
+
+def _run_train_tokenizer(args: argparse.Namespace) -> int:
+    from liquidgen.model.text_tokenizer import read_texts, save_text_tokenizer, train_text_tokenizer
+
+    if not args.input:
+        raise ConfigError("give at least one --input file")
+    tokenizer = train_text_tokenizer(
+        read_texts(args.input, text_key=args.text_key),
+        args.vocab_size,
+        min_frequency=args.min_frequency,
+        show_progress=not args.quiet,
+    )
+    save_text_tokenizer(tokenizer, args.out)
+    print(f"wrote {args.out}: byte-level BPE with {len(tokenizer)} tokens")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``expand`` and ``text-tokenizer`` to the ``liquidgen`` parser."""
+    expand = subparsers.add_parser(
+        "expand",
+        help="turn a Hugging Face LLM into a Liquid model (add image-code rows)",
+        description=_EXPAND_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    expand.add_argument(
+        "--base", required=True, metavar="HF_DIR", help="local Hugging Face model folder"
+    )
+    expand.add_argument(
+        "--tokenizer",
+        required=True,
+        metavar="VQ_DIR",
+        help="VQGAN folder: liquidgen format (config.json + model.safetensors) "
+        "or the authors' (vqgan.yaml + vqgan.ckpt)",
+    )
+    expand.add_argument(
+        "--out", required=True, metavar="DIR", help="checkpoint folder to write (replaced)"
+    )
+    expand.add_argument(
+        "--seed", type=int, default=0, help="seed for the new rows' initialisation (default 0)"
+    )
+    expand.set_defaults(func=_run_expand)
+
+    text_tok = subparsers.add_parser(
+        "text-tokenizer",
+        help="text tokenizers for models trained from scratch",
+        description="Text tokenizers for models trained from scratch.",
+    )
+    text_sub = text_tok.add_subparsers(
+        dest="text_tokenizer_command", metavar="COMMAND", required=True
+    )
+    train = text_sub.add_parser(
+        "train",
+        help="train a byte-level BPE (tokenizer.json loadable by PreTrainedTokenizerFast)",
+        description="Train a byte-level BPE with <pad> <bos> <eos> <boi> <eoi> <unconditional> "
+        "at ids 0-5 and a plain chat template; write tokenizer.json + tokenizer_config.json.",
+    )
+    train.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="text files (one document per line) or .jsonl files (one JSON object per line)",
+    )
+    train.add_argument(
+        "--vocab-size", type=int, required=True, help="target vocabulary size (>= 262)"
+    )
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced)")
+    train.add_argument(
+        "--min-frequency", type=int, default=2, help="minimum pair count to merge (default 2)"
+    )
+    train.add_argument(
+        "--text-key", default="text", help="field holding the text in .jsonl files (default text)"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_run_train_tokenizer)

@@ -1,0 +1,268 @@
+"""Save and load the unified Liquid model: one Hugging Face causal LM + its layout.
+
+A liquidgen checkpoint is a folder that alone is enough to run the model::
+
+    config.json, model*.safetensors, generation_config.json   the HF model
+    tokenizer.json, tokenizer_config.json, ...                 the HF tokenizer
+    liquid_layout.json                                         VocabLayout (offset, ids, ...)
+    vq/                                                        the VQGAN (optional)
+
+:func:`load_liquid` also opens a folder laid out like the *released* Liquid-7B, which
+has no ``liquid_layout.json``: a Hugging Face Gemma folder whose tokenizer already holds
+``<boi>``, ``<eoi>`` and ``<unconditional>``, with the authors' ``vqgan.yaml`` /
+``vqgan.ckpt`` beside it. Its layout is derived once from the stored numbers: the
+embedding has exactly text + image rows, so ``image_offset = config.vocab_size -
+codebook_size`` (264192 - 8192 = 256000), and the special ids are looked up in the
+tokenizer. Nothing is ever derived from ``len(tokenizer)``.
+
+Loading never touches the network (``local_files_only``) and is strict: missing,
+unexpected or mis-shaped weights, or a tokenizer that disagrees with the layout, raise
+:class:`~liquidgen.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from liquidgen.errors import CheckpointError, ConfigError
+from liquidgen.utils.io import atomic_dir
+from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, LAYOUT_FILE, UNCOND_TOKEN, VocabLayout
+
+VQ_SUBDIR = "vq"  # where a liquidgen checkpoint keeps its image tokenizer
+HF_CONFIG_FILE = "config.json"
+VQ_LIQUIDGEN_FILES = ("config.json", "model.safetensors")  # liquidgen's VQGAN format
+VQ_AUTHORS_FILES = ("vqgan.yaml", "vqgan.ckpt")  # the authors' (taming / Lightning) format
+
+
+@dataclasses.dataclass(frozen=True)
+class VQSpec:
+    """The two numbers of a VQGAN the language model needs (read from its config only)."""
+
+    codebook_size: int  # n_embed
+    downsample: int  # pixels per code along each axis: 2 ** (len(ch_mult) - 1)
+    authors_format: bool  # vqgan.yaml (+ vqgan.ckpt) rather than config.json (+ model.safetensors)
+
+
+def _spec_from_params(params: Any, source: Path, authors_format: bool) -> VQSpec:
+    try:
+        codebook_size = int(params["n_embed"])
+        ch_mult = list(params["ddconfig"]["ch_mult"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{source}: VQGAN config needs n_embed and ddconfig.ch_mult ({e!r})"
+        ) from e
+    if codebook_size <= 0 or not ch_mult:
+        raise CheckpointError(f"{source}: n_embed must be > 0 and ch_mult non-empty")
+    return VQSpec(codebook_size, 2 ** (len(ch_mult) - 1), authors_format)
+
+
+def read_vq_spec(vq_dir: str | os.PathLike[str]) -> VQSpec:
+    """Read codebook size and downsample factor from a VQGAN folder of either format.
+
+    The authors' ``vqgan.yaml`` (``model.params.{n_embed, ddconfig}``) wins over a
+    ``config.json``, because a released-Liquid folder keeps both the Gemma
+    ``config.json`` and ``vqgan.yaml`` side by side.
+    """
+    vq_dir = Path(vq_dir)
+    authors, ours = vq_dir / VQ_AUTHORS_FILES[0], vq_dir / VQ_LIQUIDGEN_FILES[0]
+    if authors.is_file():
+        try:
+            doc = yaml.safe_load(authors.read_text())
+            params = doc["model"]["params"]
+        except (yaml.YAMLError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{authors}: not a VQGAN yaml with model.params ({e!r})") from e
+        return _spec_from_params(params, authors, authors_format=True)
+    if ours.is_file():
+        try:
+            params = json.loads(ours.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{ours}: invalid JSON ({e})") from e
+        return _spec_from_params(params, ours, authors_format=False)
+    raise CheckpointError(
+        f"{vq_dir}: no VQGAN here (expected {authors.name} or {ours.name} with n_embed)"
+    )
+
+
+def find_vq_dir(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The image tokenizer of a checkpoint: ``vq/`` inside it, or the folder itself when the
+    authors' ``vqgan.yaml`` sits beside the model (released layout); ``None`` if neither."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint / VQ_SUBDIR).is_dir():
+        return checkpoint / VQ_SUBDIR
+    if (checkpoint / VQ_AUTHORS_FILES[0]).is_file():
+        return checkpoint
+    return None
+
+
+def _copy_vq(vq_dir: Path, dest: Path) -> None:
+    """Copy only the VQGAN's own files (its folder may also hold an LLM)."""
+    names = VQ_AUTHORS_FILES if read_vq_spec(vq_dir).authors_format else VQ_LIQUIDGEN_FILES
+    dest.mkdir()
+    for name in names:
+        if (vq_dir / name).is_file():
+            shutil.copy2(vq_dir / name, dest / name)
+
+
+def save_liquid(
+    out_dir: str | os.PathLike[str],
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    layout: VocabLayout,
+    *,
+    vq_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write a complete liquidgen checkpoint atomically (an existing ``out_dir`` is replaced).
+
+    ``vq_dir`` (either VQGAN format) is copied into ``out_dir/vq``.
+    """
+    check_layout(model, tokenizer, layout)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        layout.save(tmp)
+        if vq_dir is not None:
+            _copy_vq(Path(vq_dir), tmp / VQ_SUBDIR)
+    return out_dir
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str, source: Path) -> int:
+    vocab = tokenizer.get_vocab()
+    if token not in vocab:
+        raise CheckpointError(f"{source}: the tokenizer has no {token} token")
+    return int(vocab[token])
+
+
+def derive_layout(
+    config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, vq: VQSpec, *, source: Path
+) -> VocabLayout:
+    """The layout of a released-Liquid folder (no ``liquid_layout.json``).
+
+    Its embedding has exactly ``text + codebook`` rows, so the image offset is
+    ``config.vocab_size - codebook_size``; ``<boi>``, ``<eoi>``, ``<unconditional>``,
+    bos, eos and pad come from the tokenizer (pad falls back to eos).
+    """
+    vocab_size = int(config.get_text_config().vocab_size)
+    offset = vocab_size - vq.codebook_size
+    if offset <= 0:
+        raise CheckpointError(
+            f"{source}: vocab_size {vocab_size} is not larger than the codebook ({vq.codebook_size})"
+        )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        return VocabLayout(
+            image_offset=offset,
+            codebook_size=vq.codebook_size,
+            boi_id=_token_id(tokenizer, BOI_TOKEN, source),
+            eoi_id=_token_id(tokenizer, EOI_TOKEN, source),
+            uncond_id=_token_id(tokenizer, UNCOND_TOKEN, source),
+            bos_id=tokenizer.bos_token_id,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=pad,
+            downsample=vq.downsample,
+        )
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: {e}") from e
+
+
+def check_layout(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, layout: VocabLayout
+) -> None:
+    """Raise :class:`CheckpointError` unless model, tokenizer and layout agree.
+
+    The embedding (and an untied LM head) must have ``layout.vocab_size`` rows, every
+    tokenizer id must be a text id (below ``image_offset``), and the tokenizer's
+    ``<boi>``/``<eoi>``/``<unconditional>`` must have the layout's ids.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    if rows != layout.vocab_size:
+        raise CheckpointError(
+            f"the embedding has {rows} rows but the layout needs {layout.vocab_size} "
+            f"({layout.image_offset} text + {layout.codebook_size} image)"
+        )
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.shape[0] != layout.vocab_size:
+        raise CheckpointError(
+            f"the LM head has {head.weight.shape[0]} rows, the layout needs {layout.vocab_size}"
+        )
+    vocab = tokenizer.get_vocab()
+    top = max(vocab.values())
+    if top >= layout.image_offset:
+        raise CheckpointError(
+            f"tokenizer id {top} collides with image ids (image_offset {layout.image_offset})"
+        )
+    for token, expected in (
+        (BOI_TOKEN, layout.boi_id),
+        (EOI_TOKEN, layout.eoi_id),
+        (UNCOND_TOKEN, layout.uncond_id),
+    ):
+        if vocab.get(token) != expected:
+            raise CheckpointError(
+                f"tokenizer has {token} at id {vocab.get(token)}, the layout says {expected}"
+            )
+
+
+def load_liquid(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    vq_dir: str | os.PathLike[str] | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, VocabLayout]:
+    """Load ``(model, tokenizer, layout)`` from a liquidgen or released-Liquid folder.
+
+    Args:
+        path: the checkpoint folder (local; nothing is downloaded).
+        device: where to put the model.
+        dtype: parameter dtype; ``None`` keeps the stored one.
+        vq_dir: only for a released-Liquid folder whose ``vqgan.yaml`` is elsewhere; the
+            codebook size it states fixes the image offset.
+
+    Raises:
+        CheckpointError: the folder is missing, incomplete, corrupt or inconsistent.
+    """
+    path = Path(path)
+    if not (path / HF_CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path}: no {HF_CONFIG_FILE} (not a model folder)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=dtype if dtype is not None else "auto",
+            local_files_only=True,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(
+            f"{path}: cannot load the model or tokenizer ({type(e).__name__}: {e})"
+        ) from e
+    problems = {
+        key: sorted(info.get(key) or ())
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {key: value for key, value in problems.items() if value}
+    if problems:
+        raise CheckpointError(f"{path}: weights do not match the config: {problems}")
+    if (path / LAYOUT_FILE).is_file():
+        layout = VocabLayout.load(path)
+    else:
+        source = Path(vq_dir) if vq_dir is not None else find_vq_dir(path)
+        if source is None:
+            raise CheckpointError(
+                f"{path}: no {LAYOUT_FILE} and no vqgan.yaml beside the model; "
+                "run `liquidgen expand` to make a liquidgen checkpoint"
+            )
+        layout = derive_layout(model.config, tokenizer, read_vq_spec(source), source=path)
+    check_layout(model, tokenizer, layout)
+    return model.to(device), tokenizer, layout

@@ -1,0 +1,141 @@
+"""``liquidgen train`` and ``liquidgen data tokenize``: thin entry points over the training package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from liquidgen.errors import ConfigError
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"64"`` or ``"96x160"`` (width x height) -> ``(width, height)``."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected N or WxH with positive numbers, got {text!r}")
+    return values[0], values[1]
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from liquidgen.training.config import load_config
+    from liquidgen.training.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars would interleave with ours
+    result = train(config)
+    if result.val and os.environ.get("RANK", "0") == "0":
+        summary = ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(result.val.items()) if not k.endswith("/tokens")
+        )
+        print(f"liquidgen: step {result.step}: {summary}")
+    return 0
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from liquidgen.training.data import tokenize_dataset
+    from liquidgen.training.inputs import open_input
+
+    source = open_input(args.input)
+    vqgan = None
+    if args.vqgan is not None:
+        from liquidgen.tokenizer import VQGAN
+
+        vqgan = VQGAN.from_pretrained(args.vqgan)
+    elif source.has_images:
+        raise ConfigError(f"{args.input} has images: pass --vqgan DIR")
+    out = tokenize_dataset(
+        source,
+        args.out,
+        vqgan=vqgan,
+        image_size=args.size,
+        preprocess=args.preprocess,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(f"liquidgen: {len(source)} records -> {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``data tokenize`` to the ``liquidgen`` parser."""
+    train = subparsers.add_parser(
+        "train",
+        help="train a Liquid model on a data mixture (YAML recipe)",
+        description=(
+            "Train or fine-tune a liquidgen checkpoint on a mixture of tokenized text, text-to-image, "
+            "captioning and VQA data. Resumes from the newest valid checkpoint in out_dir. "
+            "Multi-process: torchrun --nproc_per_node=N -m liquidgen train CONFIG.yaml"
+        ),
+    )
+    train.add_argument("config", help="YAML recipe (see configs/ and docs/training.md)")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override recipe values by dotted path, e.g. optim.lr=1e-3 data.sources.0.weight=2",
+    )
+    train.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    train.set_defaults(func=_run_train)
+
+    data = subparsers.add_parser(
+        "data",
+        help="prepare training data",
+        description="Prepare training data for `liquidgen train`.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="COMMAND")
+    tok = data_sub.add_parser(
+        "tokenize",
+        help="encode a dataset's images to VQGAN codes once, into memory-mapped shards",
+        description=(
+            "Encode every image of a dataset to VQGAN codes and write them, with their captions, "
+            "questions/answers and texts, as memory-mapped shards + an index. Re-running the same "
+            "command resumes: finished shards are skipped."
+        ),
+    )
+    tok.add_argument(
+        "--input",
+        required=True,
+        help=(
+            "the dataset: a folder with metadata.jsonl (liquidgen world), a .jsonl file "
+            "({image, captions, qa, text} per line), a .txt file (blank-line separated documents), "
+            "easy-vqa:train|test (the easy-vqa package) or pydoc:train|validation (Python docs text)"
+        ),
+    )
+    tok.add_argument("--out", required=True, help="output folder (created; resumable)")
+    tok.add_argument(
+        "--vqgan", help="VQGAN folder (liquidgen or authors' format); needed for images"
+    )
+    tok.add_argument(
+        "--size",
+        type=_size,
+        help="bring every image to N or WxH pixels first (default: native size)",
+    )
+    tok.add_argument(
+        "--preprocess",
+        choices=("generation", "understanding"),
+        default="generation",
+        help="with --size: resize+centre-crop (generation, default) or pad to square (understanding)",
+    )
+    tok.add_argument(
+        "--shard-size", type=int, default=1024, help="records per shard (default 1024)"
+    )
+    tok.add_argument(
+        "--batch-size", type=int, default=16, help="images per VQGAN forward (default 16)"
+    )
+    tok.add_argument("--quiet", action="store_true", help="no progress bar")
+    tok.set_defaults(func=_run_tokenize)
+    data.set_defaults(func=lambda _args: data.print_help() or 2)

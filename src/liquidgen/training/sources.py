@@ -1,0 +1,136 @@
+"""Mixture sources: tokenized records read in one of Liquid's sequence formats.
+
+A :class:`FormattedSource` turns record ``i`` of a :class:`~liquidgen.training.data.TokenizedDataset`
+into a :class:`liquidgen.formats.Example` of its modality:
+
+==========  ==========================================================================
+``text``    the record's document (``record.text``, or its captions joined if it has none)
+``t2i``     one caption drawn at random + the image (CFG dropout to ``<unconditional>``)
+``caption`` the image + one caption drawn at random
+``vqa``     the image + one question/answer pair drawn at random
+``chat``    the image + all question/answer pairs as a multi-turn conversation, in a
+            random order
+==========  ==========================================================================
+
+All randomness comes from the ``random.Random`` the mixture hands over for that draw, so
+the same draw always gives the same tokens. Records that lack what a modality needs (no
+image for ``t2i``, no questions for ``vqa``) are rejected when the source is opened.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from liquidgen import formats
+from liquidgen.errors import ConfigError
+from liquidgen.training.data import Record, TokenizedDataset
+from liquidgen.vocab import VocabLayout
+
+_NEEDS_IMAGE = (formats.T2I, formats.CAPTION, formats.VQA, formats.CHAT)
+_NEEDS_QA = (formats.VQA, formats.CHAT)
+
+
+class FormattedSource:
+    """A tokenized dataset read in one modality; ``example(i, rng)`` builds an Example."""
+
+    def __init__(
+        self,
+        name: str,
+        modality: str,
+        dataset: TokenizedDataset,
+        tokenizer: PreTrainedTokenizerBase,
+        layout: VocabLayout,
+        *,
+        max_len: int,
+        cfg_dropout: float = formats.CFG_DROPOUT,
+        size_prefix: bool = False,
+    ) -> None:
+        if modality not in formats.MODALITIES:
+            raise ConfigError(f"source {name!r}: unknown modality {modality!r}")
+        self.name = name
+        self.modality = modality
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.layout = layout
+        self.max_len = max_len
+        self.cfg_dropout = cfg_dropout
+        self.size_prefix = size_prefix
+        self._check(dataset)
+
+    def _check(self, dataset: TokenizedDataset) -> None:
+        where = f"source {self.name!r} ({dataset.directory})"
+        if self.modality in _NEEDS_IMAGE and dataset.codebook_size != self.layout.codebook_size:
+            raise ConfigError(
+                f"{where}: codes come from a {dataset.codebook_size}-code VQGAN, "
+                f"the model has {self.layout.codebook_size} image tokens"
+            )
+        needs = []
+        if self.modality in _NEEDS_IMAGE:
+            needs.append("image")
+        if self.modality in _NEEDS_QA:
+            needs.append("qa")
+        if self.modality in (formats.T2I, formats.CAPTION):
+            needs.append("captions")
+        for field in needs:
+            missing = len(dataset) - dataset.count(field)
+            if missing:
+                raise ConfigError(
+                    f"{where}: {missing} of {len(dataset)} records have no {field}, needed for {self.modality}"
+                )
+        if self.modality == formats.TEXT and not (
+            dataset.count("text") or dataset.count("captions")
+        ):
+            raise ConfigError(f"{where}: no record has a text or a caption")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _codes(self, record: Record) -> torch.Tensor:
+        assert record.codes is not None
+        return torch.from_numpy(np.asarray(record.codes, dtype=np.int64))  # (h, w)
+
+    def example(self, index: int, rng: random.Random) -> formats.Example:
+        """Record ``index`` in this source's format."""
+        record = self.dataset[index]
+        m = self.modality
+        if m == formats.TEXT:
+            text = record.text or " ".join(record.captions)
+            return formats.text_example(self.tokenizer, self.layout, text, max_len=self.max_len)
+        codes = self._codes(record)
+        if m == formats.T2I:
+            size = None
+            if self.size_prefix:
+                h, w = codes.shape
+                size = (w * self.layout.downsample, h * self.layout.downsample)
+            caption = rng.choice(record.captions)
+            return formats.t2i_example(
+                self.tokenizer,
+                self.layout,
+                caption,
+                codes,
+                rng=rng,
+                cfg_dropout=self.cfg_dropout,
+                size=size,
+            )
+        if m == formats.CAPTION:
+            return formats.caption_example(
+                self.tokenizer, self.layout, codes, rng.choice(record.captions)
+            )
+        if m == formats.VQA:
+            question, answer = rng.choice(record.qa)
+            return formats.vqa_example(self.tokenizer, self.layout, codes, question, answer)
+        pairs = list(record.qa)
+        rng.shuffle(pairs)
+        messages = []
+        for question, answer in pairs:
+            messages += [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        return formats.chat_example(
+            self.tokenizer, self.layout, messages, codes=codes, modality=formats.CHAT
+        )

@@ -1,0 +1,158 @@
+"""World datasets: an in-memory, index-addressable generator and an on-disk writer.
+
+Example ``i`` of a dataset depends only on ``(seed, i)`` — its random stream is
+``numpy.random.default_rng([seed, i])`` and its size is ``sizes[i % len(sizes)]`` — so a
+trainer can draw examples in any order, from any number of workers, without writing to
+disk, and ``liquidgen world make`` writes exactly the same examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from liquidgen.errors import ConfigError
+from liquidgen.utils.io import atomic_dir
+from liquidgen.world.render import render
+from liquidgen.world.scene import Scene, check_image_size, check_split, sample_scene
+from liquidgen.world.text import PromptSpec, Question, captions, questions, scene_prompts
+
+METADATA_FILE = "metadata.jsonl"
+MANIFEST_FILE = "dataset.json"
+FILE_DIGITS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One world example: the scene, its image and all text about it."""
+
+    index: int
+    scene: Scene
+    image: Image.Image
+    captions: list[str]
+    prompts: list[PromptSpec]
+    questions: list[Question]
+
+    def record(self, file: str) -> dict[str, Any]:
+        """The ``metadata.jsonl`` line for this example, its image stored as ``file``."""
+        return {
+            "file": file,
+            "index": self.index,
+            "width": self.scene.width,
+            "height": self.scene.height,
+            "scene": self.scene.to_dict(),
+            "captions": self.captions,
+            "prompts": [p.to_dict() for p in self.prompts],
+            "questions": [
+                {"question": q.question, "answer": q.answer, "type": q.qtype}
+                for q in self.questions
+            ],
+        }
+
+
+def make_example(index: int, seed: int, size: tuple[int, int], split: str = "train") -> Example:
+    """Example ``index`` of the stream ``seed`` at ``size = (width, height)``."""
+    rng = np.random.default_rng([seed, index])
+    scene = sample_scene(rng, *size, split=split)
+    return Example(
+        index=index,
+        scene=scene,
+        image=render(scene),
+        captions=captions(scene, rng, split),
+        prompts=scene_prompts(scene, rng, split),
+        questions=questions(scene, rng, split),
+    )
+
+
+class WorldDataset(Sequence[Example]):
+    """``n`` deterministic examples, rendered on access (a map-style dataset).
+
+    ``sizes`` are ``(width, height)`` buckets used round-robin, so every bucket gets the
+    same share (e.g. square, wide and tall for multi-ratio training).
+    """
+
+    def __init__(
+        self, n: int, sizes: Sequence[tuple[int, int]], seed: int, split: str = "train"
+    ) -> None:
+        if n < 0:
+            raise ConfigError(f"dataset size must be >= 0, got {n}")
+        if not sizes:
+            raise ConfigError("at least one image size is needed")
+        for w, h in sizes:
+            check_image_size(w, h)
+        self.n, self.sizes, self.seed, self.split = n, list(sizes), seed, check_split(split)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Example:  # type: ignore[override]
+        if not -self.n <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} examples")
+        index %= self.n
+        return make_example(index, self.seed, self.sizes[index % len(self.sizes)], self.split)
+
+
+def stream(seed: int, sizes: Sequence[tuple[int, int]], split: str = "train") -> Iterator[Example]:
+    """An endless iterator over the same examples a :class:`WorldDataset` would hold."""
+    for w, h in sizes:
+        check_image_size(w, h)
+    check_split(split)
+    for index in itertools.count():
+        yield make_example(index, seed, sizes[index % len(sizes)], split)
+
+
+def write_dataset(
+    out: str | os.PathLike[str],
+    n: int,
+    sizes: Sequence[tuple[int, int]],
+    seed: int,
+    split: str = "train",
+    *,
+    progress: bool = True,
+) -> Path:
+    """Write ``n`` examples as PNGs plus ``metadata.jsonl`` (and a ``dataset.json`` manifest).
+
+    The folder is built next to ``out`` and renamed into place at the end, so an
+    interrupted run leaves no half-written dataset. An existing ``out`` is replaced only if
+    it is empty or a previous world dataset.
+    """
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / METADATA_FILE).exists():
+            raise ConfigError(f"{out} is a non-empty directory that is not a world dataset")
+    dataset = WorldDataset(n, sizes, seed, split)
+    with atomic_dir(out) as tmp:
+        with (tmp / METADATA_FILE).open("w", encoding="utf-8") as meta:
+            for example in tqdm(dataset, total=n, unit="img", desc="world", disable=not progress):
+                file = f"{example.index:0{FILE_DIGITS}d}.png"
+                example.image.save(tmp / file)
+                meta.write(json.dumps(example.record(file), separators=(",", ":")) + "\n")
+        manifest = {
+            "n": n,
+            "sizes": [f"{w}x{h}" for w, h in sizes],
+            "seed": seed,
+            "split": split,
+            "metadata": METADATA_FILE,
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_metadata(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a dataset written by :func:`write_dataset`."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; not a world dataset")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

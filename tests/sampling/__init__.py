@@ -1,0 +1,1 @@
+"""Tests of liquidgen.sampling and liquidgen.generation."""

@@ -1,0 +1,70 @@
+"""TrainConfig: YAML loading, dotted overrides and validation with the offending key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liquidgen.errors import ConfigError
+from liquidgen.training.config import TrainConfig, apply_overrides, load_config
+
+from .conftest import write_config
+
+BASE = {
+    "model": {"path": "m"},
+    "data": {"sources": [{"name": "t2i", "modality": "t2i", "train": "d"}]},
+    "out_dir": "o",
+    "max_steps": 10,
+    "global_batch": 8,
+    "micro_batch": 2,
+}
+
+
+def test_yaml_with_overrides(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", BASE)
+    config = load_config(
+        path, ["optim.lr=1e-3", "data.sources.0.weight=2", "optim.grad_clip=null", "max_steps=3"]
+    )
+    assert config.optim.lr == pytest.approx(1e-3)
+    assert config.data.sources[0].weight == 2.0
+    assert config.optim.grad_clip is None
+    assert config.max_steps == 3
+    assert config.grad_accum(world_size=2) == 2
+    # the resolved YAML round-trips
+    assert TrainConfig.from_dict(__import__("yaml").safe_load(config.to_yaml())) == config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=1", "unknown key(s) ['lrr']"),
+        ("optim.lr=fast", "OptimConfig.lr: expected a number"),
+        ("optim.lr=-1", "optim.lr must be > 0"),
+        ("micro_batch=3", "multiple of micro_batch"),
+        ("data.sources.0.modality=video", "modality must be one of"),
+        ("data.sources.3.weight=1", "not an index"),
+        ("precision=fp16", "precision must be one of"),
+        ("max_steps", "key=value"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, override: str, message: str) -> None:
+    path = write_config(tmp_path / "c.yaml", BASE)
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_config(path, [override])
+
+
+def test_world_size_must_divide_the_batch() -> None:
+    config = TrainConfig.from_dict(dict(BASE))
+    with pytest.raises(ConfigError, match="micro_batch x world_size"):
+        config.grad_accum(world_size=3)
+
+
+def test_missing_required_key() -> None:
+    data = {k: v for k, v in BASE.items() if k != "out_dir"}
+    with pytest.raises(ConfigError, match="missing required key"):
+        TrainConfig.from_dict(data)
+
+
+def test_override_creates_nested_mapping() -> None:
+    assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}

@@ -1,0 +1,226 @@
+"""The trainer: schedule, z-loss, checkpoints (atomic, verified, pruned), corrupt-checkpoint
+fallback, exact resume after SIGKILL, LoRA with trainable image rows, 1 vs 2 processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from liquidgen.errors import CheckpointError
+from liquidgen.model import load_liquid
+from liquidgen.training import checkpoint as ckpt
+from liquidgen.training.config import TrainConfig
+from liquidgen.training.loss import loss_sums
+from liquidgen.training.report import read_metrics
+from liquidgen.training.trainer import Trainer, image_token_rows, lr_factor, train
+
+from .conftest import REPO, config_dict, run_cli, write_config
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """In-process runs set torch's thread count from the config; give it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _losses(out_dir: Path) -> dict[int, float]:
+    return {
+        r["step"]: r["loss"]
+        for r in read_metrics(out_dir / "metrics.jsonl")
+        if r["kind"] == "train"
+    }
+
+
+def test_lr_schedule() -> None:
+    base = config_dict(Path("m"), {"train": Path("d"), "val": Path("d")}, Path("o"), max_steps=100)
+    base["optim"] = {"lr": 1.0, "warmup_steps": 10, "min_lr_ratio": 0.1}
+    cosine = TrainConfig.from_dict(base)
+    assert [lr_factor(s, cosine) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, cosine) == pytest.approx(1.0)
+    assert lr_factor(55, cosine) == pytest.approx(0.55)  # half-way down the cosine
+    assert lr_factor(100, cosine) == pytest.approx(0.1)
+    base["optim"]["schedule"] = "constant"
+    assert lr_factor(99, TrainConfig.from_dict(base)) == 1.0
+
+
+def test_loss_sums_cross_entropy_z_loss_and_accuracy() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+    targets = torch.tensor([0, 2])
+    out = loss_sums(logits, targets, accuracy=True)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    assert float(out.ce) == pytest.approx(float(ce))
+    assert float(out.z) == pytest.approx(float((torch.logsumexp(logits, -1) ** 2).sum()))
+    assert int(out.correct) == 1
+
+
+def test_checkpoints_corruption_and_fallback(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    config = TrainConfig.from_dict(
+        config_dict(tiny_model, tiny_data, out, max_steps=4, save_every=2, keep_last=5)
+    )
+    first = train(config)
+    assert [s for s, _ in ckpt.list_checkpoints(out)] == [2, 4]
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    val = [r for r in records if r["kind"] == "val"][-1]
+    assert {"text/loss", "t2i/acc", "caption/loss", "vqa/loss"} <= set(val)
+
+    # the checkpoint root is an ordinary liquidgen checkpoint, VQGAN included
+    step4 = ckpt.step_dir(out, 4)
+    _, _, layout = load_liquid(step4)
+    assert (step4 / "vq").is_dir() and layout.codebook_size == 64
+    state = json.loads((step4 / ckpt.STATE_FILE).read_text())
+    assert state["step"] == 4 and state["data"]["rows"] == 16
+
+    # truncation and silent corruption are both detected, naming the checkpoint
+    weights = step4 / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"step-0000004.*model.safetensors.*truncated"):
+        ckpt.verify(step4)
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match=r"step-0000004.*SHA-256"):
+        ckpt.verify(step4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ckpt.latest_valid(out) == ckpt.step_dir(out, 2)
+    assert any(
+        "step-0000004" in str(w.message) and "step-0000002" in str(w.message) for w in caught
+    )
+
+    # an explicit resume from the corrupt checkpoint is an error; auto-resume uses step 2
+    with pytest.raises(CheckpointError, match="step-0000004"):
+        train(TrainConfig.from_dict({**config.to_dict(), "resume": str(step4)}))
+    with pytest.warns(UserWarning, match="step-0000004"):
+        second = train(config)
+    assert second.resumed_from == ckpt.step_dir(out, 2)
+    assert second.losses == {3: first.losses[3], 4: first.losses[4]}  # exact
+    assert _losses(out) == first.losses  # the log reads as one run
+
+
+def test_keep_last_prunes_old_checkpoints(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(
+        TrainConfig.from_dict(
+            config_dict(tiny_model, tiny_data, out, max_steps=3, save_every=1, keep_last=2)
+        )
+    )
+    assert [s for s, _ in ckpt.list_checkpoints(out)] == [2, 3]
+
+
+def test_lora_trains_the_image_rows(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = TrainConfig.from_dict(
+        config_dict(
+            tiny_model, tiny_data, tmp_path / "lora", max_steps=1, lora={"enabled": True, "r": 4}
+        )
+    )
+    trainer = Trainer(config)
+    layout = trainer.layout
+    embedding = trainer.lm.get_input_embeddings()
+
+    def rows() -> (
+        torch.Tensor
+    ):  # the embedding as the model sees it (peft's trainable rows applied)
+        return embedding(torch.arange(layout.vocab_size)).detach().clone()
+
+    frozen = {
+        n: p.detach().clone() for n, p in trainer.lm.named_parameters() if not p.requires_grad
+    }
+    before = rows()
+    trainer.train_step()
+    after = rows()
+    changed = (after - before).abs().sum(dim=1) > 0  # (V,)
+    image_rows = torch.tensor(image_token_rows(layout))
+    assert bool(changed[image_rows[3:]].all()), "every image-code row must be updated under LoRA"
+    assert int(changed.sum()) <= len(image_rows)  # text rows stay as they were
+    for name, value in frozen.items():
+        assert torch.equal(value, dict(trainer.lm.named_parameters())[name]), name
+    lora_b = [p for n, p in trainer.lm.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # adapters moved off their zero init
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_continues_with_identical_losses(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    common = config_dict(
+        tiny_model, tiny_data, tmp_path / "x", max_steps=12, save_every=3, eval_every=0
+    )
+    # the uninterrupted reference runs in this process: same code, one thread, same arithmetic
+    expected = train(
+        TrainConfig.from_dict({**common, "out_dir": str(tmp_path / "reference")})
+    ).losses
+    assert sorted(expected) == list(range(1, 13))
+
+    killed = tmp_path / "killed"
+    path = write_config(tmp_path / "b.yaml", {**common, "out_dir": str(killed)})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquidgen", "train", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while not ckpt.step_dir(killed, 3).exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before_kill = len(_losses(killed))
+    assert done_before_kill < 12, "the run finished before it could be killed"
+
+    run_cli(["train", str(path)])
+    assert _losses(killed) == expected  # exact float equality, every step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_match_one_process(
+    strategy: str, tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    # global batch 4 = 1 process x 2 micro-batches x 2 rows = 2 processes x 1 micro-batch x 2 rows
+    common = config_dict(
+        tiny_model, tiny_data, tmp_path / "x", max_steps=10, eval_every=0, distributed=strategy
+    )
+    single = train(TrainConfig.from_dict({**common, "out_dir": str(tmp_path / "one")})).losses
+    run_cli(
+        [
+            "train",
+            str(write_config(tmp_path / "two.yaml", {**common, "out_dir": str(tmp_path / "two")})),
+        ],
+        torchrun=2,
+    )
+    double = _losses(tmp_path / "two")
+    assert sorted(double) == list(range(1, 11))
+    for step, loss in single.items():
+        # fp32; the only difference is the order of the gradient sums (all-reduce vs local
+        # accumulation): ~1e-7 relative per step, amplified a little by Adam over 10 steps.
+        assert math.isclose(double[step], loss, rel_tol=1e-5), (step, double[step], loss)
+    one = load_liquid(ckpt.step_dir(tmp_path / "one", 10))[0].state_dict()
+    two = load_liquid(ckpt.step_dir(tmp_path / "two", 10))[0].state_dict()
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6)
