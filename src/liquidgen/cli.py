@@ -1,8 +1,9 @@
 """The ``liquidgen`` command line: thin entry points mapping subcommands to library functions.
 
 Each feature module exposes ``register(subparsers)`` which adds its subcommand(s) and
-sets ``func`` on the parsed namespace. :func:`main` turns :class:`LiquidgenError`
-into one line on stderr and exit status 2.
+sets ``func`` on the parsed namespace. Only the module of the command being run is
+imported (``liquidgen --help`` lists every command from :data:`COMMANDS` without loading
+torch). :func:`main` turns :class:`LiquidgenError` into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,48 +13,71 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from liquidgen import __version__
 from liquidgen.errors import LiquidgenError
 
-# Modules that contribute subcommands; each has `register(subparsers) -> None`.
-_COMMAND_MODULES = [
-    "liquidgen.tokenizer.cli",  # tokenizer convert | train | eval
-    "liquidgen.world.cli",  # world make | parse
-    "liquidgen.model.cli",  # expand, text-tokenizer
-    "liquidgen.training.cli",  # data tokenize, train
-    "liquidgen.inference_cli",  # generate, ask, chat
-    "liquidgen.demo",  # demo
-    "liquidgen.evaluation.cli",  # eval t2i | vqa | text | tokenizer | all | fid
-]
+# command -> (module that registers it, one-line help shown by `liquidgen --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("liquidgen.demo", "run the main job on the shipped model"),
+    "generate": ("liquidgen.inference_cli", "generate images from a text prompt"),
+    "ask": ("liquidgen.inference_cli", "answer a question about an image (or caption it)"),
+    "chat": ("liquidgen.inference_cli", "chat with a model (interactive, or one turn from stdin)"),
+    "eval": ("liquidgen.evaluation.cli", "evaluate a model: t2i, vqa, text, tokenizer, all, fid"),
+    "tokenizer": (
+        "liquidgen.tokenizer.cli",
+        "the VQGAN image tokenizer: convert, encode, decode, roundtrip, train, eval",
+    ),
+    "world": (
+        "liquidgen.world.cli",
+        "the procedural image-text world: make datasets, parse images",
+    ),
+    "expand": (
+        "liquidgen.model.cli",
+        "turn a Hugging Face LLM into a Liquid model (add image-code rows)",
+    ),
+    "init-backbone": (
+        "liquidgen.model.cli",
+        "write a randomly initialised HF backbone (training from scratch)",
+    ),
+    "text-tokenizer": (
+        "liquidgen.model.cli",
+        "train a BPE text tokenizer for models trained from scratch",
+    ),
+    "data": ("liquidgen.training.cli", "tokenize images and text into training shards"),
+    "train": (
+        "liquidgen.training.cli",
+        "train a Liquid model from a YAML recipe (one process or torchrun)",
+    ),
+}
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors exit with status 2 on one line (argparse's default)."""
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (first non-option argument), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the full ``liquidgen`` parser with every available subcommand."""
-    parser = _Parser(
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the ``liquidgen`` parser; the chosen command's module is loaded, others listed."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
         prog="liquidgen",
         description="Liquid: one LLM that generates images, answers questions about them and writes text.",
     )
-    from liquidgen import __version__
-
     parser.add_argument("--version", action="version", version=f"liquidgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a feature module not written yet
-            if e.name is not None and name.startswith(e.name):
-                continue
-            raise
-        module.register(sub)
+    chosen = _chosen_command(argv)
+    if chosen in COMMANDS:
+        importlib.import_module(COMMANDS[chosen][0]).register(sub)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

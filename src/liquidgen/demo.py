@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from liquidgen.assets import WORLD_TOKENIZER, shipped
-from liquidgen.tokenizer import VQGAN, pil_to_tensor, tensor_to_pil
 from liquidgen.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def _psnr(a: Image.Image, b: Image.Image) -> float:
+    import numpy as np
+
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     mse = float(np.mean((x - y) ** 2))
@@ -31,7 +32,10 @@ def tokenizer_roundtrip(
     out: Path, tokenizer_dir: Path, *, seed: int = 0, size: tuple[int, int] = (128, 128)
 ) -> dict:
     """Render a world scene, round-trip it through the tokenizer, write PNGs; return a summary."""
-    from liquidgen.world import parse, render, sample_scene, scenes_match
+    import numpy as np
+
+    from liquidgen.tokenizer import VQGAN, pil_to_tensor, tensor_to_pil
+    from liquidgen.world import captions, parse, render, sample_scene, scenes_match
 
     scene = sample_scene(np.random.default_rng(seed), *size)
     original = render(scene)
@@ -44,6 +48,7 @@ def tokenizer_roundtrip(
             img.save(tmp, format="PNG")
     recovered = parse(recon)
     summary = {
+        "caption": captions(scene, np.random.default_rng(seed))[-1],
         "scene": json.loads(scene.to_json()),
         "grid": list(codes.shape[1:]),
         "psnr_db": round(_psnr(original, recon), 2),
@@ -56,12 +61,16 @@ def tokenizer_roundtrip(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
     out = Path(args.out)
     tok_dir = Path(args.tokenizer) if args.tokenizer else shipped(WORLD_TOKENIZER)
     s = tokenizer_roundtrip(out, tok_dir, seed=args.seed)
     h, w = s["grid"]
+    print(f"scene: {s['caption']} -> {out / 'scene.png'}")
     print(f"tokenizer round trip: {w}x{h} codes, PSNR {s['psnr_db']} dB -> {out / 'roundtrip.png'}")
+    verdict = "yes" if s["scene_recovered"] else "no"
+    print(
+        f"parser recovers the exact scene from the round trip: {verdict} ({out / 'roundtrip.json'})"
+    )
     return 0
 
 

@@ -68,3 +68,16 @@ def test_missing_required_key() -> None:
 
 def test_override_creates_nested_mapping() -> None:
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
+
+
+def test_cli_prints_the_resolved_config_and_reports_bad_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from liquidgen.cli import main
+
+    path = write_config(tmp_path / "c.yaml", BASE)
+    assert main(["train", str(path), "optim.z_loss=1e-4", "--print-config"]) == 0
+    assert "z_loss: 0.0001" in capsys.readouterr().out
+    assert main(["train", str(path), "optim.zloss=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key(s) ['zloss']" in err

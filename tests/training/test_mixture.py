@@ -10,16 +10,21 @@ import numpy as np
 import pytest
 import torch
 from transformers import (
+    CohereConfig,
+    CohereForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     GemmaConfig,
     GemmaForCausalLM,
+    GraniteConfig,
+    GraniteForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
 
+from liquidgen.errors import ConfigError
 from liquidgen.formats import IGNORE_INDEX
 from liquidgen.training.loss import TargetLM
 from liquidgen.training.mixture import (
@@ -186,6 +191,8 @@ MODELS = [
         "eager",
         {"final_logit_softcapping": 30.0, "sliding_window": 4},
     ),
+    (CohereForCausalLM, CohereConfig, "sdpa", {"logit_scale": 0.5}),
+    (GraniteForCausalLM, GraniteConfig, "sdpa", {"logits_scaling": 4.0}),
 ]
 
 
@@ -218,7 +225,25 @@ def test_packed_row_logits_equal_each_document_alone(cls, config_cls, attn, extr
     alone = model(input_ids=torch.as_tensor(docs[1])[None]).logits[0]
     torch.testing.assert_close(packed[1, : len(docs[1])], alone, rtol=1e-5, atol=1e-5)
     # target-only logits are the model's own logits at those positions
+    wrapper.verify(docs[0].tolist())
     index = torch.tensor([0, 4, 7, 16])
     torch.testing.assert_close(
         wrapper(batch.input_ids, batch.position_ids, index), packed.reshape(-1, VOCAB)[index]
     )
+
+
+def test_cutting_an_image_example_warns_once_per_source() -> None:
+    long_images = FakeSource("img", 4, 5)
+    long_images.modality = "t2i"
+    mixture = Mixture([long_images], [1.0], seq_len=4, packing=True, seed=0)
+    with pytest.warns(UserWarning, match=r"'img'.*cut to data.seq_len=4") as caught:
+        for _ in range(5):
+            mixture.next_row()
+    assert len(caught) == 1
+
+
+def test_verify_refuses_a_head_it_does_not_reproduce() -> None:
+    model = _tiny(LlamaForCausalLM, LlamaConfig, "sdpa")
+    model.config.logit_scale = 0.5  # Llama ignores it; the wrapper would apply it
+    with pytest.raises(ConfigError, match="target-only LM head differs"):
+        TargetLM(model).verify([1, 2, 3])

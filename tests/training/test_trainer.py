@@ -107,23 +107,41 @@ def test_checkpoints_corruption_and_fallback(
     # an explicit resume from the corrupt checkpoint is an error; auto-resume uses step 2
     with pytest.raises(CheckpointError, match="step-0000004"):
         train(TrainConfig.from_dict({**config.to_dict(), "resume": str(step4)}))
+    stale = out / "checkpoints" / ".step-0000006.k1ll3d.tmp"  # a save cut short by a kill
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
     with pytest.warns(UserWarning, match="step-0000004"):
         second = train(config)
+    assert not stale.exists()
     assert second.resumed_from == ckpt.step_dir(out, 2)
     assert second.losses == {3: first.losses[3], 4: first.losses[4]}  # exact
     assert _losses(out) == first.losses  # the log reads as one run
 
 
-def test_keep_last_prunes_old_checkpoints(
+def test_keep_last_prunes_old_checkpoints_bf16(
     tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    train(
-        TrainConfig.from_dict(
-            config_dict(tiny_model, tiny_data, out, max_steps=3, save_every=1, keep_last=2)
-        )
+    config = config_dict(
+        tiny_model, tiny_data, out, max_steps=3, save_every=1, keep_last=2, precision="bf16"
     )
+    result = train(TrainConfig.from_dict(config))
     assert [s for s, _ in ckpt.list_checkpoints(out)] == [2, 3]
+    assert all(math.isfinite(loss) for loss in result.losses.values())
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    def losses(name: str, checkpointing: bool) -> dict[int, float]:
+        config = config_dict(tiny_model, tiny_data, tmp_path / name, max_steps=2, eval_every=0)
+        config["model"]["gradient_checkpointing"] = checkpointing
+        return train(TrainConfig.from_dict(config)).losses
+
+    plain, recomputed = losses("plain", False), losses("recomputed", True)
+    assert plain.keys() == recomputed.keys()
+    for step in plain:
+        assert math.isclose(plain[step], recomputed[step], rel_tol=1e-6)
 
 
 def test_lora_trains_the_image_rows(
@@ -224,3 +242,24 @@ def test_two_processes_match_one_process(
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoints_carry_the_generation_defaults(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """liquid_generation.json (sizes, buckets, size prefix) travels from the model to checkpoints."""
+    import shutil
+
+    from liquidgen.pipeline import GENERATION_FILE, GenerationDefaults
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    defaults = {"width": 16, "height": 16, "understanding_size": 16, "size_prefix": True,
+                "buckets": [[16, 16], [24, 12]]}  # fmt: skip
+    (model / GENERATION_FILE).write_text(json.dumps(defaults))
+    out = tmp_path / "run"
+    train(TrainConfig.from_dict(config_dict(model, tiny_data, out, max_steps=1, save_every=1)))
+    (step, folder), *_ = ckpt.list_checkpoints(out)
+    assert step == 1
+    loaded = GenerationDefaults(**json.loads((folder / GENERATION_FILE).read_text()))
+    assert loaded.size_prefix and loaded.buckets == ((16, 16), (24, 12))

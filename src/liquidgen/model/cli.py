@@ -42,8 +42,28 @@ def _run_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_init(args: argparse.Namespace) -> int:
+    from liquidgen.model.scratch import init_backbone, read_backbone_config
+
+    out = init_backbone(read_backbone_config(args.config), args.tokenizer, args.out, seed=args.seed)
+    print(f"wrote {out}: random {read_backbone_config(args.config)['model_type']} backbone")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``expand`` and ``text-tokenizer`` to the ``liquidgen`` parser."""
+    """Add ``expand``, ``init-backbone`` and ``text-tokenizer`` to the ``liquidgen`` parser."""
+    init = subparsers.add_parser(
+        "init-backbone",
+        help="write a randomly initialised HF backbone (for training from scratch)",
+        description="Write a random Hugging Face causal LM (architecture from transformers, size "
+        "from a YAML file with model_type + config fields) with a text tokenizer's vocabulary. "
+        "Then run `liquidgen expand` on it as on any pretrained LLM.",
+    )
+    init.add_argument("--config", required=True, help="YAML: model_type (qwen2, llama...) + sizes")
+    init.add_argument("--tokenizer", required=True, help="text tokenizer folder (tokenizer.json)")
+    init.add_argument("--out", required=True, help="output folder (written atomically)")
+    init.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    init.set_defaults(func=_run_init)
     expand = subparsers.add_parser(
         "expand",
         help="turn a Hugging Face LLM into a Liquid model (add image-code rows)",

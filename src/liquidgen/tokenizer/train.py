@@ -13,11 +13,14 @@ and, when the GAN is on, one hinge step of the PatchGAN discriminator ``D``.
 Codebook usage is kept high by **dead-code restart**: the codes picked by the encoder are
 counted over a window of ``codebook.window`` steps; at the end of each window the codes
 used fewer than ``codebook.min_uses`` times are moved onto encoder outputs drawn from a
-pool of recent ones (and their AdamW moments are cleared).
+pool of recent ones (and their AdamW moments are cleared). Optionally
+(``codebook.ema_decay``) codes follow moving averages of their encoder outputs instead
+of the codebook gradient.
 
 Data: a folder of images (decoded once, kept in memory as uint8, each resized and
 centre-cropped to the configured size closest to its aspect ratio) or the procedural
-world (:mod:`liquidgen.world`), rendered at start. Each batch comes from one size.
+world (:mod:`liquidgen.world`), rendered at start. Each batch comes from one size,
+optionally as random crops (``data.crop``).
 
 Every random choice is a function of ``(seed, step)`` or of saved state, so a run that is
 interrupted and resumed from a checkpoint continues exactly as an uninterrupted one.

@@ -43,6 +43,7 @@ TRAINABLE_FILE = "trainable.safetensors"
 CONFIG_FILE = "train_config.yaml"
 FORMAT = "liquidgen-train-checkpoint/1"
 _STEP_RE = re.compile(r"^step-(\d{7,})$")
+_TEMP_RE = re.compile(r"^\.step-\d{7,}(\..+)?\.(tmp|old)$")  # atomic_dir's temporaries
 _HASH_CHUNK = 1 << 20
 
 
@@ -133,6 +134,17 @@ def latest_valid(out_dir: str | os.PathLike[str]) -> Path | None:
             f"skipping invalid checkpoint: {reason}; no valid checkpoint left", stacklevel=2
         )
     return None
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete half-written checkpoint folders a killed run left behind (``.step-*.tmp``)."""
+    root = Path(out_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if _TEMP_RE.match(p.name) and p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def prune(out_dir: str | os.PathLike[str], keep_last: int) -> list[Path]:

@@ -304,16 +304,19 @@ def tokenize_dataset(
     images = 0
     started = time.perf_counter()
 
-    def on_image() -> None:
+    def on_image() -> None:  # after each encoded image: advance the bar, show images/s
         nonlocal images
         images += 1
+        bar.update(1)
+        bar.set_postfix(
+            img_s=f"{images / max(time.perf_counter() - started, 1e-9):.1f}", refresh=False
+        )
 
     for shard, start, stop in todo:
         items = [source[i] for i in range(start, stop)]
         grids = _encode_batches(items, vqgan, settings, batch_size, on_image)
         metas[shard] = _write_shard(_shard_files(out_dir, shard), items, grids, dtype)
-        bar.update(stop - start)
-        bar.set_postfix(img_s=f"{images / max(time.perf_counter() - started, 1e-9):.1f}")
+        bar.update(sum(grid is None for grid in grids))  # text-only records
     bar.close()
 
     shards = []
@@ -367,14 +370,20 @@ class TokenizedDataset:
             raise CheckpointError(f"{index_path}: invalid JSON ({e})") from None
         if index.get("format") != FORMAT:
             raise CheckpointError(f"{index_path}: unknown format {index.get('format')!r}")
-        self.settings: dict[str, Any] = index["settings"]
-        self.codebook_size = int(self.settings["codebook_size"])
-        self._dtype = np.dtype(self.settings["code_dtype"])
-        self._shards: list[dict[str, Any]] = index["shards"]
-        for entry in self._shards:
-            files = _ShardFiles(
-                *(self.directory / entry[f.name] for f in dataclasses.fields(_ShardFiles))
-            )
+        try:
+            self.settings: dict[str, Any] = index["settings"]
+            self.codebook_size = int(self.settings["codebook_size"])
+            self._dtype = np.dtype(self.settings["code_dtype"])
+            self._shards: list[dict[str, Any]] = index["shards"]
+            shard_files = [
+                _ShardFiles(*(self.directory / e[f.name] for f in dataclasses.fields(_ShardFiles)))
+                for e in self._shards
+            ]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{index_path}: malformed index ({type(e).__name__}: {e})"
+            ) from None
+        for files in shard_files:
             if _read_shard_meta(files, self._dtype) is None:
                 raise CheckpointError(f"{files.meta}: shard files are missing or truncated")
         self._starts = np.cumsum([0] + [e["num_records"] for e in self._shards])  # (S+1,)

@@ -7,7 +7,7 @@ Order of operations, all a pure function of ``seed`` and counters:
 2. The m-th draw from source s reads record ``perm_s,e[m mod N_s]`` with ``e = m // N_s``:
    every epoch visits each record once, in an order fixed by ``rng(seed, s, e)``.
 3. The record becomes an :class:`~liquidgen.formats.Example` with ``rng(seed, k)`` for its
-   per-example randomness (caption template, CFG dropout), so the same draw always yields
+   per-example randomness (caption choice, CFG dropout), so the same draw always yields
    the same tokens.
 4. Examples are **packed** greedily into rows of ``seq_len`` tokens (an example that does
    not fit starts the next row; longer ones are truncated) or **padded** one per row.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.formats import IGNORE_INDEX
 
 _BLOCK = 4096  # source choices generated per RNG call
-_STREAM_SOURCE = 1  # RNG stream ids keep the three uses of the seed independent
+_STREAM_SOURCE = 1  # RNG stream ids keep the uses of the seed independent
 _STREAM_PERM = 2
 _STREAM_EXAMPLE = 3
 _STREAM_VAL = 4
@@ -150,6 +151,7 @@ class Mixture:
         self._perms: dict[int, tuple[int, np.ndarray]] = {}  # source -> (epoch, permutation)
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # built but not yet placed
         self._pending_source = -1
+        self._warned: set[int] = set()  # image-bearing sources whose truncation was reported
 
     # -- drawing -------------------------------------------------------------------------
     def _source_of(self, draw: int) -> int:
@@ -177,6 +179,15 @@ class Mixture:
             example = self.sources[source].example(
                 record, example_rng(self.seed, _STREAM_EXAMPLE, self.draws)
             )
+            too_long = len(example.input_ids) > self.seq_len
+            if too_long and example.modality != "text" and source not in self._warned:
+                self._warned.add(source)  # text is cut on purpose (the paper truncates to 2048)
+                warnings.warn(
+                    f"source {self.sources[source].name!r}: a {example.modality} example of "
+                    f"{len(example.input_ids)} tokens is cut to data.seq_len={self.seq_len}; "
+                    "its image or answer is lost",
+                    stacklevel=2,
+                )
             self._pending = example_arrays(example, self.seq_len)
             self._pending_source = source
         return self._pending

@@ -62,12 +62,8 @@ class FormattedSource:
         self._check(dataset)
 
     def _check(self, dataset: TokenizedDataset) -> None:
+        """Every record has what this modality needs; codes fit the model's image vocabulary."""
         where = f"source {self.name!r} ({dataset.directory})"
-        if self.modality in _NEEDS_IMAGE and dataset.codebook_size != self.layout.codebook_size:
-            raise ConfigError(
-                f"{where}: codes come from a {dataset.codebook_size}-code VQGAN, "
-                f"the model has {self.layout.codebook_size} image tokens"
-            )
         needs = []
         if self.modality in _NEEDS_IMAGE:
             needs.append("image")
@@ -79,8 +75,14 @@ class FormattedSource:
             missing = len(dataset) - dataset.count(field)
             if missing:
                 raise ConfigError(
-                    f"{where}: {missing} of {len(dataset)} records have no {field}, needed for {self.modality}"
+                    f"{where}: {missing} of {len(dataset)} records have no {field}, "
+                    f"needed for {self.modality}"
                 )
+        if self.modality in _NEEDS_IMAGE and dataset.codebook_size != self.layout.codebook_size:
+            raise ConfigError(
+                f"{where}: codes come from a {dataset.codebook_size}-code VQGAN, "
+                f"the model has {self.layout.codebook_size} image tokens"
+            )
         if self.modality == formats.TEXT and not (
             dataset.count("text") or dataset.count("captions")
         ):

@@ -43,15 +43,17 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.model import find_vq_dir, load_liquid, read_vq_spec
+from liquidgen.pipeline import GENERATION_FILE
 from liquidgen.model.unified import VQ_AUTHORS_FILES, VQ_LIQUIDGEN_FILES, VQ_SUBDIR
 from liquidgen.training import checkpoint as ckpt
 from liquidgen.training import dist as D
 from liquidgen.training.config import TrainConfig
 from liquidgen.training.data import TokenizedDataset
-from liquidgen.training.loss import TargetLM, loss_sums
+from liquidgen.training.loss import LossSums, TargetLM, loss_sums
 from liquidgen.training.mixture import (
     IGNORE_INDEX,
     DistributedBatcher,
@@ -67,6 +69,7 @@ from liquidgen.training.report import (
     truncate_after,
 )
 from liquidgen.training.sources import FormattedSource
+from liquidgen.utils.io import atomic_dir
 from liquidgen.vocab import VocabLayout
 
 
@@ -205,14 +208,21 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.out_dir = Path(config.out_dir)
         self.strategy = D.resolve_strategy(config.distributed, self.info)
-        self.grad_accum = config.grad_accum(self.info.world_size)
+        config.grad_accum(self.info.world_size)  # a batch that does not divide fails before loading
         self.resume_dir = self._resume_dir()
         torch.manual_seed(config.seed)
 
         model, self.tokenizer, self.layout = self._load_model()
         self.model_source = Path(config.model.path)
         self.lm = model
-        self.wrapped = D.wrap_model(TargetLM(model), self.strategy, self.info)
+        target_lm = TargetLM(model)
+        target_lm.eval()  # dropout off for the one-off check
+        target_lm.verify(self._probe_ids())
+        target_lm.train()
+        if config.model.compile:
+            for layer in D.decoder_layers(model):
+                layer.compile()
+        self.wrapped = D.wrap_model(target_lm, self.strategy, self.info)
         self.optimizer = build_optimizer(self.lm, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config)
@@ -232,6 +242,8 @@ class Trainer:
         resume = self.config.resume
         if resume == "never":
             return None
+        if self.info.is_main:
+            ckpt.remove_stale_temporaries(self.out_dir)
         if resume == "auto":
             found = ckpt.latest_valid(self.out_dir) if self.info.is_main else None
             found = D.broadcast_object(str(found) if found else None, self.info)
@@ -252,18 +264,19 @@ class Trainer:
             ) from None
         model.config.use_cache = False
         if config.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            model.activation_checkpointing_enable({"use_reentrant": False})
         if config.lora.enabled:
             model = apply_lora(model, layout, config)
             if self.resume_dir is not None:
                 self._load_trainable(model, self.resume_dir / ckpt.TRAINABLE_FILE)
-        if config.model.compile:
-            for layer in D.decoder_layers(model):
-                layer.compile()
         model.train()
         return model, tokenizer, layout
+
+    def _probe_ids(self) -> list[int]:
+        """A few text and image ids to check the target-only head against the model's own."""
+        layout = self.layout
+        image = [layout.image_offset, layout.image_end - 1]
+        return [i for i in (layout.bos_id, layout.boi_id, *image, layout.eoi_id) if i is not None]
 
     @staticmethod
     def _load_trainable(model: nn.Module, path: Path) -> None:
@@ -301,8 +314,8 @@ class Trainer:
             packing=data.packing,
             seed=data.seed,
         )
-        pad_id = self.layout.pad_id if self.layout.pad_id is not None else self.layout.eos_id or 0
-        self.pad_id = pad_id
+        # Padding carries no target and no real token attends to it: any text id will do.
+        pad_id = next(i for i in (self.layout.pad_id, self.layout.eos_id, 0) if i is not None)
         batcher = DistributedBatcher(
             mixture,
             global_batch=self.config.global_batch,
@@ -349,7 +362,8 @@ class Trainer:
             )
 
     # -- one step ------------------------------------------------------------------------
-    def _forward_sums(self, batch: MicroBatch, accuracy: bool = False):
+    def _forward_sums(self, batch: MicroBatch, accuracy: bool = False) -> LossSums:
+        """Loss sums of one micro-batch; the head runs only where a target is."""
         device = self.info.device
         flat = batch.targets.view(-1)
         index = (flat != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
@@ -367,14 +381,14 @@ class Trainer:
         if step_batch.global_targets == 0:
             raise ConfigError(f"step {self.step + 1}: the global batch has no target tokens")
         scale = self.info.world_size / step_batch.global_targets
-        sums = torch.zeros(2, dtype=torch.float64)  # (ce, z) over this rank's targets
+        sums = torch.zeros(2, dtype=torch.float64, device=self.info.device)  # (ce, z), this rank
         last = len(step_batch.micro_batches) - 1
         for i, micro in enumerate(step_batch.micro_batches):
             with D.no_grad_sync(self.wrapped, self.strategy, enabled=i != last):
                 out = self._forward_sums(micro)
                 objective = out.ce + config.optim.z_loss * out.z if config.optim.z_loss else out.ce
                 (objective * scale).backward()
-            sums += torch.stack([out.ce.detach(), out.z.detach()]).double().cpu()
+            sums += torch.stack([out.ce.detach(), out.z.detach()]).double()
         clip = config.optim.grad_clip if config.optim.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), clip)
         if hasattr(grad_norm, "full_tensor"):
@@ -399,15 +413,14 @@ class Trainer:
         """Per-modality mean loss and next-token accuracy over the fixed validation examples."""
         self.wrapped.eval()
         modalities = sorted(self.val_sets)
-        totals = torch.zeros(len(modalities), 3, dtype=torch.float64)  # (ce, correct, count)
+        totals = torch.zeros(len(modalities), 3, dtype=torch.float64, device=self.info.device)
+        # rows: modalities; columns: summed loss, correct predictions, target tokens
         for m, modality in enumerate(modalities):
             for batches in self.val_sets[modality]:
                 for batch in batches:
                     out = self._forward_sums(batch, accuracy=True)
-                    count = int((batch.targets != IGNORE_INDEX).sum())
-                    totals[m] += torch.tensor(
-                        [float(out.ce), float(out.correct), count], dtype=torch.float64
-                    )
+                    count = (batch.targets != IGNORE_INDEX).sum().to(self.info.device)
+                    totals[m] += torch.stack([out.ce, out.correct, count]).double()
         D.all_reduce_sum(totals, self.info)
         self.wrapped.train()
         metrics = {}
@@ -455,10 +468,6 @@ class Trainer:
         optim_state: dict[str, Any],
         rng_states: list[dict[str, Any]],
     ) -> None:
-        from transformers.utils import logging as hf_logging
-
-        from liquidgen.utils.io import atomic_dir
-
         hf_logging.disable_progress_bar()
         try:
             with atomic_dir(target) as tmp:
@@ -471,6 +480,7 @@ class Trainer:
                 self.tokenizer.save_pretrained(tmp)
                 self.layout.save(tmp)
                 self._copy_vq(tmp)
+                self._copy_generation_defaults(tmp)
                 (tmp / ckpt.CONFIG_FILE).write_text(self.config.to_yaml())
                 torch.save(optim_state, tmp / ckpt.OPTIMIZER_FILE)
                 torch.save(rng_states, tmp / ckpt.RNG_FILE)
@@ -497,6 +507,13 @@ class Trainer:
         for name in names:
             if (vq_dir / name).is_file():
                 shutil.copy2(vq_dir / name, dest / VQ_SUBDIR / name)
+
+    def _copy_generation_defaults(self, dest: Path) -> None:
+        """Carry the source checkpoint's ``liquid_generation.json`` (image sizes, buckets,
+        size prefix, sampler defaults) into ``dest`` so inference uses what was trained."""
+        source = Path(self.resume_dir or self.model_source) / GENERATION_FILE
+        if source.is_file():
+            shutil.copy2(source, dest / GENERATION_FILE)
 
     # -- the loop ------------------------------------------------------------------------
     def _due(self, every: int) -> bool:
@@ -534,7 +551,8 @@ class Trainer:
                 stats = self.train_step()
                 seconds = time.perf_counter() - t0
                 losses[self.step] = stats["loss"]
-                window.add(stats, seconds)
+                if log is not None:
+                    window.add(stats, seconds)
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{stats['loss']:.4f}", tok_s=f"{stats['tokens'] / seconds:,.0f}"
