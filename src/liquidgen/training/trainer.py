@@ -47,8 +47,8 @@ from transformers.utils import logging as hf_logging
 
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.model import find_vq_dir, load_liquid, read_vq_spec
-from liquidgen.pipeline import GENERATION_FILE
 from liquidgen.model.unified import VQ_AUTHORS_FILES, VQ_LIQUIDGEN_FILES, VQ_SUBDIR
+from liquidgen.pipeline import GENERATION_FILE
 from liquidgen.training import checkpoint as ckpt
 from liquidgen.training import dist as D
 from liquidgen.training.config import TrainConfig
