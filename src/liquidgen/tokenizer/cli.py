@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from liquidgen.errors import CheckpointError, CodeRangeError, ConfigError
+from liquidgen.tokenizer.evaluate import parse_size
 from liquidgen.tokenizer.images import (
     load_image,
     pil_to_tensor,
@@ -21,17 +22,11 @@ from liquidgen.utils.io import atomic_path
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    """'256' or '160x96' (width x height) -> (width, height)."""
+    """'256' or '160x96' (width x height) -> (width, height), as an argparse type."""
     try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-        else:
-            w = h = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"size must be N or WxH, got {text!r}") from e
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return w, h
+        return parse_size(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _check_output_dir(path: Path) -> None:
