@@ -130,3 +130,47 @@ def test_open_input_rejects_unknown_inputs(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(ConfigError, match="needs an image"):
         open_input(str(tmp_path / "bad.jsonl"))
+
+
+def test_world_prompts_condition_t2i_but_never_become_captions(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The world's GenEval-style prompts are kept and drawn for T2I only."""
+    import random
+
+    from liquidgen import formats
+    from liquidgen.model import load_liquid
+    from liquidgen.training.sources import FormattedSource
+    from liquidgen.world import write_dataset
+
+    write_dataset(tmp_path / "world", 4, [(32, 32)], 0, "train", progress=False)
+    folder = tmp_path / "tok"
+    tokenize_dataset(
+        open_input(str(tmp_path / "world")),
+        folder,
+        vqgan=VQGAN.from_pretrained(tiny_model / "vq"),
+        progress=False,
+    )
+    dataset = TokenizedDataset(folder)
+    metadata = [
+        json.loads(line)
+        for line in (tmp_path / "world" / "metadata.jsonl").read_text().splitlines()
+    ]
+    for i, row in enumerate(metadata):
+        assert dataset[i].prompts == [p["prompt"] for p in row["prompts"]]
+        assert dataset[i].prompts, "every world image comes with prompts"
+    _, tokenizer, layout = load_liquid(tiny_model)
+    texts = {m: set() for m in (formats.T2I, formats.CAPTION)}
+    for modality, seen in texts.items():
+        source = FormattedSource(
+            "w", modality, dataset, tokenizer, layout, max_len=512, cfg_dropout=0.0
+        )
+        for draw in range(60):
+            decoded = formats.decode_example(
+                source.example(draw % len(dataset), random.Random(draw)), tokenizer, layout
+            )
+            seen.add((decoded.text if modality == formats.T2I else decoded.answers[0]).strip())
+    prompts = {p for i in range(len(dataset)) for p in dataset[i].prompts}
+    captions = {c for i in range(len(dataset)) for c in dataset[i].captions}
+    assert texts[formats.T2I] & prompts, "T2I never drew a prompt"
+    assert not texts[formats.CAPTION] & (prompts - captions), "a prompt became a caption target"

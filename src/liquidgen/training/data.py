@@ -64,6 +64,7 @@ class RawItem:
     captions: list[str] = dataclasses.field(default_factory=list)
     qa: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     text: str | None = None
+    prompts: list[str] = dataclasses.field(default_factory=list)  # extra T2I-only texts
 
 
 class RawSource(Protocol):
@@ -85,6 +86,9 @@ class Record:
     captions: list[str]
     qa: list[tuple[str, str]]
     text: str | None
+    # Partial descriptions that are true of the image (GenEval-style prompts such as "two
+    # red circles"): extra text-to-image conditions, never used as captioning targets.
+    prompts: list[str] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- writing
@@ -212,6 +216,7 @@ def _write_shard(
             "captions": list(item.captions),
             "qa": [list(pair) for pair in item.qa],
             "text": item.text,
+            "prompts": list(item.prompts),
         }
         lines.append((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
         if grid is not None:
@@ -425,6 +430,7 @@ class TokenizedDataset:
             captions=list(meta["captions"]),
             qa=[(q, a) for q, a in meta["qa"]],
             text=meta["text"],
+            prompts=list(meta.get("prompts", [])),  # absent in folders written before prompts
         )
 
     def __iter__(self) -> Iterator[Record]:

@@ -2,9 +2,12 @@
 
 - **JSONL** (``data.jsonl``): one record per line, every key optional but one::
 
-      {"id": "0", "image": "images/0.png", "captions": ["..."], "qa": [["q", "a"]], "text": "..."}
+      {"id": "0", "image": "images/0.png", "captions": ["..."], "qa": [["q", "a"]], "text": "...",
+       "prompts": ["..."]}
 
-  ``image`` is relative to the file's folder. This is the format to bring your own data in.
+  ``image`` is relative to the file's folder. ``prompts`` are partial descriptions true of
+  the image (GenEval-style, e.g. "two red circles"; the world's prompt specs are read by
+  their ``prompt`` field): extra text-to-image conditions, never captioning targets. This is the format to bring your own data in.
 - **A folder with ``metadata.jsonl``** (what ``liquidgen world make`` writes): the same
   reader, with the world's field names mapped (``file`` -> image, ``questions`` -> qa).
 - **Plain text** (``corpus.txt``): documents separated by blank lines.
@@ -56,6 +59,19 @@ def _pairs(value: Any, where: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _prompt_texts(prompts: Any, where: str) -> list[str]:
+    """T2I prompts of a record: strings, or the world's specs (``{"prompt": ..., ...}``)."""
+    if not isinstance(prompts, list):
+        raise ConfigError(f"{where}: 'prompts' must be a list")
+    texts = []
+    for p in prompts:
+        text = p.get("prompt") if isinstance(p, dict) else p
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}: each prompt must be a string or have a 'prompt' string")
+        texts.append(text)
+    return texts
+
+
 class JsonlSource:
     """Records from a JSONL file (generic keys, or the world's ``file``/``questions``)."""
 
@@ -85,6 +101,7 @@ class JsonlSource:
                 captions=[str(c) for c in captions],
                 qa=_pairs(row.get("qa", row.get("questions")), where),
                 text=row.get("text"),
+                prompts=_prompt_texts(row.get("prompts", []), where),
             )
             if item.image is None and not item.text and not item.captions:
                 raise ConfigError(f"{where}: a record needs an image, a caption or a text")

@@ -5,7 +5,7 @@ into a :class:`liquidgen.formats.Example` of its modality:
 
 ==========  ==========================================================================
 ``text``    the record's document (``record.text``, or its captions joined if it has none)
-``t2i``     one caption drawn at random + the image (CFG dropout to ``<unconditional>``)
+``t2i``     one caption or prompt drawn at random + the image (CFG dropout to ``<unconditional>``)
 ``caption`` the image + one caption drawn at random
 ``vqa``     the image + one question/answer pair drawn at random
 ``chat``    the image + all question/answer pairs as a multi-turn conversation, in a
@@ -108,7 +108,7 @@ class FormattedSource:
             if self.size_prefix:
                 h, w = codes.shape
                 size = (w * self.layout.downsample, h * self.layout.downsample)
-            caption = rng.choice(record.captions)
+            caption = rng.choice(record.captions + record.prompts)
             return formats.t2i_example(
                 self.tokenizer,
                 self.layout,
