@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean tiny-model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
+
+# Train the shipped demo model from scratch (resumable; see configs/liquidgen-tiny/recipe.yaml).
+tiny-model: $(STAMP)
+	$(PY) -m liquidgen.recipes.tiny --recipe configs/liquidgen-tiny/recipe.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -71,4 +71,13 @@ def init_backbone(
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # AutoTokenizer may pick the architecture's own tokenizer class over ours (transformers
+        # forces it for e.g. qwen2), which adds tokens: refuse rather than shift every id.
+        reloaded = AutoTokenizer.from_pretrained(str(tmp))
+        if reloaded.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(
+                f"model_type {model_type!r}: transformers loads this folder's tokenizer as "
+                f"{type(reloaded).__name__}, which changes the vocabulary; use another "
+                "architecture (e.g. llama) for a from-scratch tokenizer"
+            )
     return out

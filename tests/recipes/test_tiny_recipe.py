@@ -1,0 +1,82 @@
+"""The liquidgen-tiny recipe end to end, as a short variant (every stage, a few steps each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from liquidgen.recipes.tiny import Recipe, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Path) -> None:
+    backbone = tmp_path / "backbone.yaml"
+    backbone.write_text(
+        yaml.safe_dump(
+            {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256,
+             "tie_word_embeddings": True}
+        )
+    )  # fmt: skip
+    recipe = Recipe.load(
+        REPO / "configs/liquidgen-tiny/recipe.yaml",
+        {
+            "work_dir": str(tmp_path / "work"),
+            "out_dir": str(tmp_path / "out"),
+            "sizes": ["64x64", "96x48"],
+            "understanding_size": 64,
+            "easy_vqa_size": 32,
+            "tokenizer": {
+                "config": str(REPO / "configs/tokenizer-world.yaml"),
+                "overrides": [
+                    "train.steps=2",
+                    "train.warmup_steps=1",
+                    "data.num_images=6",
+                    "data.eval_images=2",
+                    "data.sizes=[64x64]",
+                    "data.crop=null",
+                    "train.batch_size=2",
+                    "output.save_every=1",
+                    "output.log_every=1",
+                ],
+            },  # fmt: skip
+            "world": {"train": 12, "val": 4, "seed": 0},
+            "text_tokenizer": {"vocab_size": 400},
+            "backbone": str(backbone),
+            "train": {
+                "config": str(REPO / "configs/liquidgen-tiny/train.yaml"),
+                "overrides": [
+                    "max_steps=2",
+                    "global_batch=2",
+                    "micro_batch=2",
+                    "data.seq_len=128",
+                    "data.val_examples=2",
+                    "optim.warmup_steps=1",
+                    "eval_every=0",
+                    "save_every=0",
+                    "precision=fp32",
+                    "progress=false",
+                ],
+            },  # fmt: skip
+        },
+    )
+    out = run(recipe, progress=False)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 2
+    assert not (out / "optimizer.pt").exists()
+    generation = json.loads((out / "liquid_generation.json").read_text())
+    assert generation["size_prefix"] is True and generation["buckets"] == [[64, 64], [96, 48]]
+
+    from liquidgen import Pipeline
+
+    pipe = Pipeline.from_pretrained(out)
+    (image,) = pipe.generate_image("a red circle", width=96, height=48, seed=0)
+    assert image.size == (96, 48)
+    assert isinstance(pipe.answer(image, "What color is the circle?", max_new_tokens=4), str)
+    # A rerun finds every stage done and only re-exports.
+    assert run(recipe, progress=False) == out
