@@ -44,7 +44,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                     "output.save_every=1",
                     "output.log_every=1",
                 ],
-            },  # fmt: skip
+            },
             "world": {"train": 12, "val": 4, "seed": 0},
             "text_tokenizer": {"vocab_size": 400},
             "backbone": str(backbone),
@@ -62,7 +62,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                     "precision=fp32",
                     "progress=false",
                 ],
-            },  # fmt: skip
+            },
         },
     )
     out = run(recipe, progress=False)
