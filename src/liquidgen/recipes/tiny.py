@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from liquidgen.errors import ConfigError, LiquidgenError
+from liquidgen.utils.config import read_yaml_mapping
 from liquidgen.utils.io import atomic_dir
 
 _TRAINING_STATE = ("optimizer.pt", "rng.pt", "trainer_state.json", "manifest.json")
@@ -51,10 +52,7 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_mapping(path)
         data.update(overrides or {})
         try:
             return cls(**data)

@@ -85,6 +85,7 @@ from liquidgen.tokenizer.losses import (
 )
 from liquidgen.tokenizer.quantizer import VectorQuantizer
 from liquidgen.tokenizer.vqgan import VQGAN
+from liquidgen.utils.config import apply_overrides, read_yaml_mapping
 from liquidgen.utils.io import atomic_dir, atomic_path
 
 PIXEL_RANGE = 2.0  # pixels live in [-1, 1]: PSNR peak-to-peak value
@@ -337,37 +338,9 @@ def config_from_dict(data: Any) -> TrainConfig:
     return TrainConfig(model=model, **sections)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` (dotted, value parsed as YAML) to a config dict in place."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override must look like section.key=value, got {item!r}")
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {part} is not a section")
-        try:
-            node[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r}") from e
-    return data
-
-
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML training config and apply ``key=value`` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping")
-    return config_from_dict(apply_overrides(data, overrides))
+    return config_from_dict(apply_overrides(read_yaml_mapping(path), overrides))
 
 
 # ====================================================================================== data

@@ -17,12 +17,12 @@ import os
 import types
 import typing
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from liquidgen.errors import ConfigError
+from liquidgen.utils.config import apply_overrides, read_yaml_mapping
 
 MODALITIES = ("text", "t2i", "caption", "vqa", "chat")
 PRECISIONS = ("bf16", "fp32")
@@ -314,58 +314,9 @@ class TrainConfig:
         return _from_dict(cls, data)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict in place.
-
-    A numeric path component indexes a list (``data.sources.0.weight=2``). Setting a key that
-    does not exist yet is allowed here; the dataclass then rejects unknown keys by name.
-    """
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-        parts = key.split(".")
-        node: Any = data
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            where = ".".join(parts[: depth + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(
-                        f"override {item!r}: {where} is not an index of a {len(node)}-item list"
-                    )
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise ConfigError(
-                    f"override {item!r}: {'.'.join(parts[:depth])} is not a mapping or list"
-                )
-    return data
-
-
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML recipe, apply dotted overrides and validate it into a :class:`TrainConfig`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a training config must be a mapping")
-    apply_overrides(data, overrides)
+    data = apply_overrides(read_yaml_mapping(path), overrides)
     try:
         return TrainConfig.from_dict(data)
     except ConfigError as e:
