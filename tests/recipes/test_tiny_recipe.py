@@ -44,6 +44,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                     "output.save_every=1",
                     "output.log_every=1",
                 ],
+                "phases": [["train.steps=3"]],
             },
             "world": {"train": 12, "val": 4, "seed": 0},
             "text_tokenizer": {"vocab_size": 400},
@@ -63,11 +64,23 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                     "progress=false",
                 ],
             },
+            "evaluation": {"limit": 1, "n": 1, "progress": False},
         },
     )
     out = run(recipe, progress=False)
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2
+    work = tmp_path / "work"
+    # the tokenizer's second phase resumed the first one's run and trained one more step
+    assert (work / "vq/phase-1.done").is_file() and (work / "vq/phase-2.done").is_file()
+    assert (work / "vq/checkpoints/step-00000003").is_dir()
+    times = json.loads((work / "stage_times.json").read_text())
+    assert {"1-tokenizer", "2-world", "7-train", "9-eval"} <= set(times)
+    results = json.loads((out / "eval/results.json").read_text())
+    assert {"t2i", "vqa", "text", "tokenizer"} <= set(results)
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and results["command"] in card
+    assert "| 7-train |" in card
     assert not (out / "optimizer.pt").exists()
     generation = json.loads((out / "liquid_generation.json").read_text())
     assert generation["size_prefix"] is True and generation["buckets"] == [[64, 64], [96, 48]]

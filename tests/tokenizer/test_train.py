@@ -20,8 +20,10 @@ from liquidgen.tokenizer.evaluate import code_statistics, evaluate_tokenizer, to
 from liquidgen.tokenizer.losses import (
     PatchDiscriminator,
     PerceptualLoss,
+    foreground_weights,
     hinge_d_loss,
     hinge_g_loss,
+    reconstruction_losses,
 )
 from liquidgen.tokenizer.quantizer import VectorQuantizer
 from liquidgen.tokenizer.train import (
@@ -293,6 +295,26 @@ def test_code_statistics() -> None:
 
 
 # ------------------------------------------------------------------------------ losses
+def test_foreground_weights_pick_out_objects_and_weight_the_losses() -> None:
+    x = torch.full((1, 3, 8, 8), 0.9)  # light ground
+    x[:, :, 2:4, 2:4] = torch.tensor([-0.5, 0.2, 0.8])[:, None, None]  # a 2x2 object
+    w = foreground_weights(x, 4.0)
+    assert w.shape == (1, 1, 8, 8)
+    assert w[0, 0, 2:4, 2:4].eq(5.0).all() and w.sum() == 64 + 4 * 4
+    assert foreground_weights(x, 0.0).eq(1.0).all()
+    # an error on the object costs more than the same error on the ground
+    on_object, on_ground = x.clone(), x.clone()
+    on_object[:, :, 2, 2] += 0.5
+    on_ground[:, :, 6, 6] += 0.5
+    l1_obj, l2_obj = reconstruction_losses(on_object, x, w)
+    l1_gnd, l2_gnd = reconstruction_losses(on_ground, x, w)
+    assert l1_obj == pytest.approx(5 * l1_gnd) and l2_obj == pytest.approx(5 * l2_gnd)
+    # uniform weights reproduce the unweighted means
+    plain = reconstruction_losses(on_object, x)
+    same = reconstruction_losses(on_object, x, torch.ones(1, 1, 8, 8))
+    assert torch.allclose(torch.stack(plain), torch.stack(same))
+
+
 def test_patch_discriminator_and_hinge_losses() -> None:
     disc = PatchDiscriminator(3, ndf=16, n_layers=2)
     logits = disc(torch.randn(2, 3, 32, 32))

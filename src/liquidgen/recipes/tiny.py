@@ -2,14 +2,21 @@
 
 Stages (each resumable: a finished stage is skipped, an interrupted one continues):
 
-1. ``vq``       — a VQGAN on world renders (``liquidgen tokenizer train``);
+1. ``vq``       — a VQGAN on world renders (``liquidgen tokenizer train``), in phases: each
+   phase resumes the previous one's run with its own overrides (e.g. more steps and a
+   foreground-weighted loss), so a long tokenizer schedule can change mid-way;
 2. ``world``    — world datasets at every bucket size (``liquidgen world make``);
 3. ``text-tok`` — a byte-level BPE on the real corpus + every world/easy-vqa text;
 4. ``backbone`` — a random transformers backbone (``liquidgen init-backbone``);
 5. ``model``    — Liquid's vocabulary layout (``liquidgen expand``) + generation defaults;
 6. ``tok/*``    — images -> codes once (``liquidgen data tokenize``);
 7. ``train``    — the mixed-modality trainer (``liquidgen train``);
-8. export       — the last checkpoint without training state, plus a model card.
+8. export       — the last checkpoint without training state;
+9. ``eval``     — ``liquidgen eval all`` on the export (``out_dir/eval``) and the model card
+   ``out_dir/README.md`` (data, steps, wall-clock per stage, losses, metrics).
+
+Wall-clock seconds of every stage accumulate in ``work_dir/stage_times.json`` (a resumed
+stage adds to its earlier time), so the card reports the whole cost of a resumed build.
 
 Every path in the stage configs may use ``{work}`` for the recipe's work folder. Run it
 with ``make tiny-model`` (``configs/liquidgen-tiny/recipe.yaml``).
@@ -18,11 +25,13 @@ with ``make tiny-model`` (``configs/liquidgen-tiny/recipe.yaml``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +52,17 @@ class Recipe:
     out_dir: str  # the exported model
     sizes: list[str]  # image buckets "WxH" (first = default size)
     understanding_size: int  # square side of understanding inputs
-    tokenizer: dict[str, Any]  # {config: PATH, overrides: [key=value]}
+    # {config: PATH, overrides: [key=value], phases: [[key=value], ...]}: ``overrides`` train
+    # the first phase; each later phase resumes that run with ``overrides`` + its own list.
+    tokenizer: dict[str, Any]
     world: dict[str, int]  # {train: N, val: N, seed: S}
     text_tokenizer: dict[str, int]  # {vocab_size: N}
     backbone: str  # YAML: model_type + sizes
     train: dict[str, Any]  # {config: PATH, overrides: [key=value]}
     easy_vqa_size: int = 128  # easy-vqa's 64x64 images are padded/resized to this square
+    # keyword arguments of EvalSettings for the final evaluation ({}: the harness defaults,
+    # i.e. exactly `liquidgen eval all --model OUT`); null skips evaluation and the card's table
+    evaluation: dict[str, Any] | None = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -78,6 +92,25 @@ def _substitute(value: Any, work: Path) -> Any:
 
 def _log(message: str) -> None:
     print(f"[liquidgen-tiny] {message}", flush=True)
+
+
+class _StageClock:
+    """Adds each stage's wall-clock seconds to ``work/stage_times.json`` (kept across reruns)."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / "stage_times.json"
+        self.times: dict[str, float] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
+        )
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.times[name] = round(self.times.get(name, 0.0) + time.time() - start, 1)
+            self.path.write_text(json.dumps(self.times, indent=2) + "\n")
 
 
 def _corpus_texts(world_dir: Path) -> list[str]:
@@ -110,17 +143,24 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     work = Path(recipe.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     sizes = recipe.size_pairs()
-    started = time.time()
+    clock = _StageClock(work)
 
-    # 1. the image tokenizer
-    vq_cfg = vq_train.load_config(
-        recipe.tokenizer["config"],
-        [*recipe.tokenizer.get("overrides", []), f"output.run_dir={work / 'vq'}"],
-    )
-    vq_dir = work / "vq" / "final"
-    if not (vq_dir / "model.safetensors").is_file():
-        _log("stage 1/7: VQGAN tokenizer")
-        vq_train.train(vq_cfg, progress=progress)
+    # 1. the image tokenizer, phase by phase in one run folder
+    vq_run = work / "vq"
+    vq_dir = vq_run / "final"
+    base = [*recipe.tokenizer.get("overrides", []), f"output.run_dir={vq_run}"]
+    phases = [[], *recipe.tokenizer.get("phases", [])]
+    for number, extra in enumerate(phases, start=1):
+        done = vq_run / f"phase-{number}.done"
+        if done.is_file():
+            continue
+        _log(f"stage 1/9: VQGAN tokenizer (phase {number}/{len(phases)})")
+        with clock.stage("1-tokenizer"):
+            vq_train.train(
+                vq_train.load_config(recipe.tokenizer["config"], [*base, *extra]),
+                progress=progress,
+            )
+        done.write_text("done\n")
     # 2. world data
     seed = recipe.world.get("seed", 0)
     for split, n, s in (
@@ -128,35 +168,42 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         ("val", recipe.world["val"], seed + 1),
     ):
         if not (work / f"world-{split}" / "metadata.jsonl").is_file():
-            _log(f"stage 2/7: world {split} ({n} images at {', '.join(recipe.sizes)})")
-            write_dataset(work / f"world-{split}", n, sizes, s, "train", progress=progress)
+            _log(f"stage 2/9: world {split} ({n} images at {', '.join(recipe.sizes)})")
+            with clock.stage("2-world"):
+                write_dataset(work / f"world-{split}", n, sizes, s, "train", progress=progress)
     # 3. text tokenizer
     if not (work / "text-tok" / "tokenizer.json").is_file():
-        _log("stage 3/7: BPE text tokenizer")
-        tok = train_text_tokenizer(
-            _corpus_texts(work / "world-train"), recipe.text_tokenizer["vocab_size"]
-        )
-        save_text_tokenizer(tok, work / "text-tok")
+        _log("stage 3/9: BPE text tokenizer")
+        with clock.stage("3-text-tokenizer"):
+            tok = train_text_tokenizer(
+                _corpus_texts(work / "world-train"), recipe.text_tokenizer["vocab_size"]
+            )
+            save_text_tokenizer(tok, work / "text-tok")
     # 4-5. backbone, expansion, generation defaults
     if not (work / "backbone" / "config.json").is_file():
-        _log("stage 4/7: random backbone")
-        init_backbone(
-            read_backbone_config(recipe.backbone), work / "text-tok", work / "backbone", seed=seed
-        )
+        _log("stage 4/9: random backbone")
+        with clock.stage("4-backbone"):
+            init_backbone(
+                read_backbone_config(recipe.backbone),
+                work / "text-tok",
+                work / "backbone",
+                seed=seed,
+            )
     model_dir = work / "model"
     if not (model_dir / GENERATION_FILE).is_file():
-        _log("stage 5/7: Liquid vocabulary layout")
-        expand(work / "backbone", vq_dir, model_dir, seed=seed)
-        width, height = sizes[0]
-        defaults = {
-            "width": width,
-            "height": height,
-            "understanding_size": recipe.understanding_size,
-            "size_prefix": len(sizes) > 1,
-            "buckets": [list(s) for s in sizes],
-        }
-        (model_dir / GENERATION_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
-    # 6. tokenized data
+        _log("stage 5/9: Liquid vocabulary layout")
+        with clock.stage("5-expand"):
+            expand(work / "backbone", vq_dir, model_dir, seed=seed)
+            width, height = sizes[0]
+            defaults = {
+                "width": width,
+                "height": height,
+                "understanding_size": recipe.understanding_size,
+                "size_prefix": len(sizes) > 1,
+                "buckets": [list(s) for s in sizes],
+            }
+            (model_dir / GENERATION_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
+    # 6. tokenized data (resumable shard by shard; finished folders are skipped quickly)
     vqgan = VQGAN.from_pretrained(vq_dir)
     jobs = [
         (f"world-{split}", str(work / f"world-{split}"), vqgan, None, "generation")
@@ -170,35 +217,128 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         (f"pydoc-{s}", f"pydoc:{s}", None, None, "generation") for s in ("train", "validation")
     ]
     for name, spec, vq, size, preprocess in jobs:
-        _log(f"stage 6/7: tokenize {name}")
-        tokenize_dataset(
-            open_input(spec), work / "tok" / name, vqgan=vq, image_size=size,
-            preprocess=preprocess, progress=progress,
-        )  # fmt: skip
+        _log(f"stage 6/9: tokenize {name}")
+        with clock.stage("6-tokenize"):
+            tokenize_dataset(
+                open_input(spec), work / "tok" / name, vqgan=vq, image_size=size,
+                preprocess=preprocess, progress=progress,
+            )  # fmt: skip
     # 7. training
     train_yaml = work / "train.yaml"
     train_yaml.write_text(
         yaml.safe_dump(_substitute(yaml.safe_load(Path(recipe.train["config"]).read_text()), work))
     )
     config = load_config(train_yaml, recipe.train.get("overrides", []))
-    _log(f"stage 7/7: training ({config.max_steps} steps)")
-    result = train(config)
-    # export
+    _log(f"stage 7/9: training ({config.max_steps} steps)")
+    with clock.stage("7-train"):
+        result = train(config)
+    # 8. export
     out = Path(recipe.out_dir)
     with atomic_dir(out) as tmp:
         for item in result.last_checkpoint.iterdir():
             if item.name in _TRAINING_STATE:
                 continue
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        card = {
+        summary = {
             "recipe": dataclasses.asdict(recipe),
             "steps": result.step,
-            "wall_clock_s": round(time.time() - started, 1),
+            "stage_seconds": clock.times,
             "final_validation": result.val,
+            "final_train_loss": _last_train_loss(Path(config.out_dir)),
         }
-        (tmp / "training_summary.json").write_text(json.dumps(card, indent=2) + "\n")
-    _log(f"exported {out}")
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _log(f"stage 8/9: exported {out}")
+    # 9. evaluation + model card
+    results = None
+    if recipe.evaluation is not None:
+        from liquidgen.evaluation.harness import EvalSettings, run_evaluation, write_outputs
+        from liquidgen.pipeline import Pipeline
+
+        _log("stage 9/9: evaluation (liquidgen eval all)")
+        settings = EvalSettings(**{"progress": progress, **recipe.evaluation})
+        with clock.stage("9-eval"):
+            evaluation = run_evaluation(
+                Pipeline.from_pretrained(out), settings, model=str(recipe.out_dir)
+            )
+            write_outputs(out / "eval", evaluation)
+        results = evaluation.results
+    card = model_card(recipe, summary, clock.times, results, config)
+    (out / "README.md").write_text(card)
+    _log(f"model card {out / 'README.md'}")
     return out
+
+
+def _last_train_loss(run_dir: Path) -> float | None:
+    """Training loss of the last ``train`` record in ``run_dir/metrics.jsonl``."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
+    return round(losses[-1], 4) if losses else None
+
+
+def model_card(
+    recipe: Recipe,
+    summary: dict[str, Any],
+    stage_seconds: dict[str, float],
+    results: dict[str, Any] | None,
+    config: Any,
+) -> str:
+    """The exported model's README: what it is, its data, its training, its measured scores."""
+    from liquidgen.evaluation.report import markdown_report
+
+    backbone = read_yaml_mapping(recipe.backbone)
+    total = sum(stage_seconds.values())
+    sources = "\n".join(f"| {s.name} | {s.modality} | {s.weight:g} |" for s in config.data.sources)
+    stages = "\n".join(f"| {k} | {v / 60:.1f} |" for k, v in sorted(stage_seconds.items()))
+    val = summary["final_validation"]
+    losses = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(val.items()))
+    lines = [
+        f"# {Path(recipe.out_dir).name}",
+        "",
+        "A Liquid-style unified model (one decoder-only LM over text tokens + VQGAN image "
+        "codes) trained from scratch by `make tiny-model` "
+        f"(`python -m liquidgen.recipes.tiny`) on {recipe.world['train']:,} procedural-world "
+        "scenes, the easy-vqa train split and a real text corpus (Python's own pydoc).",
+        "",
+        "## Model",
+        f"- backbone: {backbone.get('model_type')} (hidden {backbone.get('hidden_size')}, "
+        f"{backbone.get('num_hidden_layers')} layers, {backbone.get('num_attention_heads')} "
+        f"heads), text vocabulary {recipe.text_tokenizer['vocab_size']} (byte-level BPE)",
+        f"- image tokenizer: VQGAN from `{recipe.tokenizer['config']}` "
+        f"(overrides {recipe.tokenizer.get('overrides', [])}, later phases "
+        f"{recipe.tokenizer.get('phases', [])}), in `vq/`",
+        f"- image sizes (multi-ratio buckets, size prefix in the prompt): "
+        f"{', '.join(recipe.sizes)}; understanding inputs {recipe.understanding_size}x"
+        f"{recipe.understanding_size}",
+        "",
+        "## Training",
+        f"- {summary['steps']} optimiser steps, global batch {config.global_batch} rows of "
+        f"{config.data.seq_len} tokens (packed), peak lr {config.optim.lr:g}, "
+        f"{config.precision}",
+        f"- final training loss {summary['final_train_loss']}",
+        "",
+        "| source | format | weight |",
+        "|---|---|---|",
+        sources,
+        "",
+        "Final validation (held-out examples of every source):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        losses,
+        "",
+        f"Wall-clock on this machine (2 CPU cores), {total / 3600:.2f} h in total:",
+        "",
+        "| stage | minutes |",
+        "|---|---|",
+        stages,
+        "",
+    ]
+    if results is not None:
+        lines += ["## Evaluation", "", markdown_report(results), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Training losses of the VQGAN tokenizer beyond the quantiser's own codebook/commitment term.
 
-- :func:`reconstruction_losses`: L1 and L2 between the reconstruction and the input.
+- :func:`reconstruction_losses`: L1 and L2 between the reconstruction and the input, optionally
+  weighted per pixel (:func:`foreground_weights` up-weights non-background pixels).
 - :class:`PatchDiscriminator` with :func:`hinge_d_loss` / :func:`hinge_g_loss`: a
   PatchGAN (pix2pix ``NLayerDiscriminator`` layout: stride-2 4x4 convs, BatchNorm,
   LeakyReLU 0.2) that scores overlapping patches as real or reconstructed.
@@ -33,12 +34,35 @@ ADAPTIVE_EPS = 1e-4  # keeps the adaptive weight finite when the GAN gradient va
 ADAPTIVE_MAX = 1e4  # upper clamp of the adaptive weight
 
 
+def foreground_weights(target: torch.Tensor, weight: float, threshold: float = 0.1) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, H, W): ``1 + weight`` where a pixel is not background.
+
+    Background is each image's per-channel median colour; a pixel is foreground when any
+    channel differs from it by more than ``threshold`` (pixels in [-1, 1]). On sparse images
+    (a few objects on a plain ground, like the procedural world) an unweighted loss is
+    dominated by the background, and the tokenizer can then trade an object's colour for a
+    cheaper background; weighting the objects makes their colour and outline cost what they
+    are worth. ``weight == 0`` gives all-ones weights.
+    """
+    flat = target.float().flatten(2)  # (B, 3, H*W)
+    ground = flat.median(dim=2).values[:, :, None, None]  # (B, 3, 1, 1)
+    fg = ((target.float() - ground).abs() > threshold).any(dim=1, keepdim=True)  # (B, 1, H, W)
+    return 1.0 + weight * fg.float()
+
+
 def reconstruction_losses(
-    recon: torch.Tensor, target: torch.Tensor
+    recon: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean absolute and mean squared error between ``recon`` and ``target`` (B, 3, H, W)."""
+    """Mean absolute and mean squared error between ``recon`` and ``target`` (B, 3, H, W).
+
+    With ``weights`` (B, 1, H, W) both are weighted means over pixels (normalised by the
+    weights' sum, so a uniform weight changes nothing).
+    """
     diff = recon.float() - target.float()
-    return diff.abs().mean(), diff.pow(2).mean()
+    if weights is None:
+        return diff.abs().mean(), diff.pow(2).mean()
+    norm = weights.sum() * diff.shape[1]
+    return (diff.abs() * weights).sum() / norm, (diff.pow(2) * weights).sum() / norm
 
 
 # ---------------------------------------------------------------------------------- PatchGAN

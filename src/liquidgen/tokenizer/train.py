@@ -79,6 +79,7 @@ from liquidgen.tokenizer.losses import (
     PatchDiscriminator,
     PerceptualLoss,
     adaptive_gan_weight,
+    foreground_weights,
     hinge_d_loss,
     hinge_g_loss,
     reconstruction_losses,
@@ -143,6 +144,9 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     l1_weight: float = 1.0
     l2_weight: float = 1.0
+    # > 0: L1/L2 weight 1 + foreground_weight on pixels away from the image's median colour
+    # (objects on a plain ground); see ``losses.foreground_weights``.
+    foreground_weight: float = 0.0
     bf16: bool = True  # bfloat16 autocast for encoder/decoder/discriminator (quantiser in fp32)
     seed: int = 0  # weight init, batch order, restarts
 
@@ -155,7 +159,16 @@ class OptimConfig:
             raise ConfigError(
                 f"train.lr_decay must be 'cosine' or 'constant', got {self.lr_decay!r}"
             )
-        if min(self.l1_weight, self.l2_weight, self.weight_decay, self.grad_clip) < 0:
+        if (
+            min(
+                self.l1_weight,
+                self.l2_weight,
+                self.foreground_weight,
+                self.weight_decay,
+                self.grad_clip,
+            )
+            < 0
+        ):
             raise ConfigError("train loss weights, weight_decay and grad_clip must be >= 0")
 
 
@@ -627,7 +640,8 @@ class TokenizerTrainer:
         with autocast:
             recon = self.model.decode_latents(z_q)  # (B, 3, H, W)
         recon = recon.float()
-        l1, l2 = reconstruction_losses(recon, x)
+        weights = foreground_weights(x, tc.foreground_weight) if tc.foreground_weight else None
+        l1, l2 = reconstruction_losses(recon, x, weights)
         rec_loss = tc.l1_weight * l1 + tc.l2_weight * l2
         metrics = StepMetrics(
             loss=0.0, l1=l1.item(), l2=l2.item(), vq=vq_loss.item(), psnr=0.0, lr=lr
