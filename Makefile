@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean tiny-model
+.PHONY: install demo test lint format clean tiny-model smollm2-liquid smollm2-text-only
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ test: $(STAMP)
 
 # Train the shipped demo model from scratch (resumable; see configs/liquidgen-tiny/recipe.yaml).
 tiny-model: $(STAMP)
-	$(PY) -m liquidgen.recipes.tiny --recipe configs/liquidgen-tiny/recipe.yaml
+	$(PY) -m liquidgen.recipes.build --recipe configs/liquidgen-tiny/recipe.yaml
+
+# SmolLM2-135M-Instruct -> Liquid (issue 7), and its text-only control (configs/smollm2-liquid/).
+smollm2-liquid: $(STAMP)
+	$(PY) -m liquidgen.recipes.build --recipe configs/smollm2-liquid/recipe.yaml
+
+smollm2-text-only: $(STAMP)
+	$(PY) -m liquidgen.recipes.build --recipe configs/smollm2-liquid/recipe-text-only.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

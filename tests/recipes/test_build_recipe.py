@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from liquidgen.recipes.tiny import Recipe, run
+from liquidgen.recipes.build import Recipe, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,3 +93,12 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
     assert isinstance(pipe.answer(image, "What color is the circle?", max_new_tokens=4), str)
     # A rerun finds every stage done and only re-exports.
     assert run(recipe, progress=False) == out
+
+
+def test_recipe_needs_a_backbone_or_a_base() -> None:
+    from liquidgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="either `base`"):
+        Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"backbone": "x.yaml"})
+    with pytest.raises(ConfigError, match="tokenizer needs"):
+        Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"tokenizer": {}})
