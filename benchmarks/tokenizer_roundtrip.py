@@ -4,7 +4,7 @@ Uses the evaluation harness's fixed renders (``liquidgen.evaluation.tokenizer``:
 per size at 128x128, 160x96 and 96x160) so that tokenizer folders (no LM needed) compare
 on one set. Prints one table row per folder::
 
-    python benchmarks/tokenizer_roundtrip.py models/vq-world runs/vq-world-2048/final
+    python benchmarks/tokenizer_roundtrip.py models/liquidgen-tiny/vq runs/vq-world-2048/final
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from liquidgen.errors import CheckpointError
 
-TINY_MODEL = "liquidgen-tiny"  # the shipped unified model (tokenizer + LM)
-WORLD_TOKENIZER = "vq-world"  # the shipped VQGAN trained on the procedural world
+TINY_MODEL = "liquidgen-tiny"  # the shipped unified model (LM + its VQGAN in vq/)
 
 
 def models_dir() -> Path:

@@ -1,76 +1,127 @@
 """``liquidgen demo``: the main job on the shipped model, as ``make demo`` runs it.
 
-Renders a scene of the procedural world, encodes it to codes with the shipped VQGAN and
-decodes it back, writing the original, the reconstruction and their codes, and the
-scene the parser recovers from the reconstruction.
+Two things a unified model does, on the shipped ``liquidgen-tiny``:
+
+1. **draw**: generate an image for a prompt (default: a two-object prompt of the
+   procedural world, drawn from ``--seed``) and, when the prompt is the default one, check the picture with the
+   world's exact scorer (the harness's text-to-image judge);
+2. **see**: render a world scene, ask the model a question about it (default: one of the
+   world's questions, whose answer is known) and print its answer next to the truth.
+
+Outputs: ``OUT/generated.png``, ``OUT/scene.png`` and ``OUT/demo.json`` (prompt, verdict,
+question, answer, timings). Files are written atomically: a failure leaves none half-written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from liquidgen.assets import WORLD_TOKENIZER, shipped
+from liquidgen.assets import TINY_MODEL, shipped
 from liquidgen.utils.io import atomic_path
 
-if TYPE_CHECKING:
-    from PIL import Image
+DEMO_SCENE_SIZE = (128, 128)
+DEMO_PROMPT_TAG = "two_object"  # default prompt: "a SHAPE and a SHAPE" (GenEval's two-object)
+DEMO_QUESTION_TYPE = "count"  # default question: "How many ... are there?" (every scene has one)
 
 
-def _psnr(a: Image.Image, b: Image.Image) -> float:
+def run_demo(
+    out: Path,
+    model_dir: Path,
+    *,
+    prompt: str | None = None,
+    question: str | None = None,
+    seed: int = 0,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    """Generate, then answer; writes the PNGs and ``demo.json`` into ``out``; returns the summary."""
     import numpy as np
 
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    mse = float(np.mean((x - y) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    from liquidgen.pipeline import Pipeline
+    from liquidgen.world import questions, render, sample_scene
+    from liquidgen.world.score import score_answer
+    from liquidgen.world.text import sample_spec
 
+    pipe = Pipeline.from_pretrained(model_dir)
+    spec = None
+    if prompt is None:
+        spec = sample_spec(np.random.default_rng(seed), DEMO_PROMPT_TAG)
+        prompt = spec.prompt
+    start = time.perf_counter()
+    (image,) = pipe.generate_image(prompt, width=width, height=height, seed=seed)
+    generate_s = time.perf_counter() - start
+    summary: dict[str, Any] = {
+        "model": str(model_dir),
+        "prompt": prompt,
+        "size": list(image.size),
+        "seed": seed,
+        "generate_seconds": round(generate_s, 3),
+    }
+    if spec is not None:
+        from liquidgen.evaluation.t2i import score_image
 
-def tokenizer_roundtrip(
-    out: Path, tokenizer_dir: Path, *, seed: int = 0, size: tuple[int, int] = (128, 128)
-) -> dict:
-    """Render a world scene, round-trip it through the tokenizer, write PNGs; return a summary."""
-    import numpy as np
+        ok, reasons = score_image(spec, image)
+        summary["follows_prompt"] = {"ok": ok, "reasons": list(reasons)}
 
-    from liquidgen.tokenizer import VQGAN, pil_to_tensor, tensor_to_pil
-    from liquidgen.world import captions, parse, render, sample_scene, scenes_match
+    scene = sample_scene(np.random.default_rng([seed, 1]), *DEMO_SCENE_SIZE)
+    picture = render(scene)
+    truth = None
+    if question is None:
+        asked = next(
+            q for q in questions(scene, np.random.default_rng([seed, 2]))
+            if q.qtype == DEMO_QUESTION_TYPE
+        )  # fmt: skip
+        question, truth = asked.question, asked.answer
+    start = time.perf_counter()
+    answer = pipe.answer(picture, question)
+    summary["question"] = {
+        "question": question,
+        "answer": answer,
+        "answer_seconds": round(time.perf_counter() - start, 3),
+    }
+    if truth is not None:
+        summary["question"]["truth"] = truth
+        summary["question"]["correct"] = score_answer(truth, answer)
 
-    scene = sample_scene(np.random.default_rng(seed), *size)
-    original = render(scene)
-    model = VQGAN.from_pretrained(tokenizer_dir)
-    codes = model.encode(pil_to_tensor(original))  # (1, h, w)
-    recon = tensor_to_pil(model.decode(codes))[0]
     out.mkdir(parents=True, exist_ok=True)
-    for name, img in (("scene.png", original), ("roundtrip.png", recon)):
+    for name, img in (("generated.png", image), ("scene.png", picture)):
         with atomic_path(out / name) as tmp:
             img.save(tmp, format="PNG")
-    recovered = parse(recon)
-    summary = {
-        "caption": captions(scene, np.random.default_rng(seed))[-1],
-        "scene": json.loads(scene.to_json()),
-        "grid": list(codes.shape[1:]),
-        "psnr_db": round(_psnr(original, recon), 2),
-        "parsed_from_roundtrip": json.loads(recovered.to_json()),
-        "scene_recovered": bool(scenes_match(scene, recovered)),
-    }
-    with atomic_path(out / "roundtrip.json") as tmp:
+    with atomic_path(out / "demo.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    tok_dir = Path(args.tokenizer) if args.tokenizer else shipped(WORLD_TOKENIZER)
-    s = tokenizer_roundtrip(out, tok_dir, seed=args.seed)
-    h, w = s["grid"]
-    print(f"scene: {s['caption']} -> {out / 'scene.png'}")
-    print(f"tokenizer round trip: {w}x{h} codes, PSNR {s['psnr_db']} dB -> {out / 'roundtrip.png'}")
-    verdict = "yes" if s["scene_recovered"] else "no"
-    print(
-        f"parser recovers the exact scene from the round trip: {verdict} ({out / 'roundtrip.json'})"
+    model_dir = Path(args.model) if args.model else shipped(TINY_MODEL)
+    s = run_demo(
+        out,
+        model_dir,
+        prompt=args.prompt,
+        question=args.question,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
     )
+    width, height = s["size"]
+    print(f'draw: "{s["prompt"]}" -> {out / "generated.png"} ({width}x{height}, '
+          f"{s['generate_seconds']:.2f} s)")  # fmt: skip
+    if "follows_prompt" in s:
+        verdict = s["follows_prompt"]
+        detail = "" if verdict["ok"] else f" ({'; '.join(verdict['reasons'])})"
+        print(
+            f"      world scorer: {'follows the prompt' if verdict['ok'] else 'does not'}{detail}"
+        )
+    q = s["question"]
+    print(f'see:  {out / "scene.png"}: "{q["question"]}" -> {q["answer"]!r}'
+          f" ({q['answer_seconds']:.2f} s)")  # fmt: skip
+    if "truth" in q:
+        print(f"      true answer: {q['truth']!r} ({'right' if q['correct'] else 'wrong'})")
     return 0
 
 
@@ -79,9 +130,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the main job on the shipped model",
-        description="Run liquidgen's main job on the shipped model and write its outputs.",
+        description="Generate an image for a prompt and answer a question about a picture "
+        "with the shipped liquidgen-tiny model; writes generated.png, scene.png and demo.json.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the shipped one)")
+    p.add_argument("--model", default=None, help=f"model folder (default: shipped {TINY_MODEL})")
+    p.add_argument("--prompt", default=None, help="prompt to draw (default: a world prompt)")
+    p.add_argument(
+        "--question", default=None, help="question about the rendered scene (default: a world one)"
+    )
+    p.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
+    p.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_demo)

@@ -263,3 +263,10 @@ def test_checkpoints_carry_the_generation_defaults(
     assert step == 1
     loaded = GenerationDefaults(**json.loads((folder / GENERATION_FILE).read_text()))
     assert loaded.size_prefix and loaded.buckets == ((16, 16), (24, 12))
+    # resumed with keep_last=1: the checkpoint resumed from is pruned after the first save,
+    # and the later ones still carry the defaults and the VQGAN (from the model folder)
+    more = config_dict(model, tiny_data, out, max_steps=4, save_every=1, keep_last=1)
+    train(TrainConfig.from_dict(more))
+    ((step, folder),) = ckpt.list_checkpoints(out)
+    assert step == 4
+    assert (folder / GENERATION_FILE).is_file() and (folder / "vq" / "model.safetensors").is_file()

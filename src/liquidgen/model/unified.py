@@ -105,7 +105,7 @@ def find_vq_dir(checkpoint: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def _copy_vq(vq_dir: Path, dest: Path) -> None:
+def copy_vq(vq_dir: Path, dest: Path) -> None:
     """Copy only the VQGAN's own files (its folder may also hold an LLM)."""
     names = VQ_AUTHORS_FILES if read_vq_spec(vq_dir).authors_format else VQ_LIQUIDGEN_FILES
     dest.mkdir()
@@ -133,7 +133,7 @@ def save_liquid(
         tokenizer.save_pretrained(tmp)
         layout.save(tmp)
         if vq_dir is not None:
-            _copy_vq(Path(vq_dir), tmp / VQ_SUBDIR)
+            copy_vq(Path(vq_dir), tmp / VQ_SUBDIR)
     return out_dir
 
 

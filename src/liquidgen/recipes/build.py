@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -74,6 +75,10 @@ class Recipe:
     # i.e. exactly `liquidgen eval all --model OUT`); null skips evaluation and the card's table
     evaluation: dict[str, Any] | None = dataclasses.field(default_factory=dict)
     path: str | None = None  # the YAML this recipe was read from (set by ``load``)
+    notes: str | None = None  # free text for the model card's "Notes" section
+    # sampler defaults written into liquid_generation.json (cfg_scale, temperature, top_k,
+    # top_p); {}: the authors' defaults (CFG 7.0, temperature 0.99, top-k 4096, top-p 0.96)
+    generation: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         scratch = self.backbone is not None and self.text_tokenizer is not None
@@ -255,6 +260,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                 "understanding_size": recipe.understanding_size,
                 "size_prefix": len(sizes) > 1,
                 "buckets": [list(s) for s in sizes],
+                **recipe.generation,
             }
             (model_dir / GENERATION_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
     # 6. tokenized data (resumable shard by shard; finished folders are skipped quickly)
@@ -297,8 +303,14 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             "recipe": dataclasses.asdict(recipe),
             "steps": result.step,
             "stage_seconds": clock.times,
-            "final_validation": result.val,
-            "final_train_loss": _last_train_loss(Path(config.out_dir)),
+            # a rerun after training finished validates nothing: take the run's last record
+            "final_validation": result.val
+            or {
+                k: v
+                for k, v in _last_record(Path(config.out_dir), "val").items()
+                if k not in ("kind", "step")
+            },
+            "final_train_loss": _last_record(Path(config.out_dir), "train").get("loss"),
         }
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _log(f"stage 8/9: exported {out}")
@@ -322,14 +334,14 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     return out
 
 
-def _last_train_loss(run_dir: Path) -> float | None:
-    """Training loss of the last ``train`` record in ``run_dir/metrics.jsonl``."""
+def _last_record(run_dir: Path, kind: str) -> dict[str, Any]:
+    """The last ``kind`` ("train" or "val") record of ``run_dir/metrics.jsonl`` ({} if none)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        return None
+        return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
-    return round(losses[-1], 4) if losses else None
+    mine = [r for r in rows if r.get("kind") == kind]
+    return mine[-1] if mine else {}
 
 
 def model_card(
@@ -371,7 +383,9 @@ def model_card(
     sources = "\n".join(f"| {s.name} | {s.modality} | {s.weight:g} |" for s in config.data.sources)
     stages = "\n".join(f"| {k} | {v / 60:.1f} |" for k, v in sorted(stage_seconds.items()))
     val = summary["final_validation"]
-    losses = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(val.items()))
+    losses = "\n".join(
+        f"| {k} | {v:.4f} |" for k, v in sorted(val.items()) if not k.endswith("/tokens")
+    )
     lines = [
         f"# {Path(recipe.out_dir).name}",
         "",
@@ -391,7 +405,10 @@ def model_card(
         f"- {summary['steps']} optimiser steps, global batch {config.global_batch} rows of "
         f"{config.data.seq_len} tokens (packed), peak lr {config.optim.lr:g}, "
         f"{config.precision}",
-        f"- final training loss {summary['final_train_loss']}",
+        f"- final training loss {summary['final_train_loss']:.4f} (mean over the last "
+        f"{config.log_every} steps)"
+        if summary["final_train_loss"] is not None
+        else "- final training loss: not recorded",
         "",
         "| source | format | weight |",
         "|---|---|---|",
@@ -412,6 +429,8 @@ def model_card(
     ]
     if results is not None:
         lines += ["## Evaluation", "", markdown_report(results), ""]
+    if recipe.notes:
+        lines += ["## Notes", "", recipe.notes.strip(), ""]
     return "\n".join(lines)
 
 
@@ -427,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("work_dir", args.work_dir), ("out_dir", args.out_dir)) if v}
+    # a plain `kill` unwinds like an exception, so the stage clock records the time spent
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         run(Recipe.load(args.recipe, overrides), progress=not args.quiet)
     except LiquidgenError as e:

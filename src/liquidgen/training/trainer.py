@@ -46,8 +46,8 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from liquidgen.errors import CheckpointError, ConfigError
-from liquidgen.model import find_vq_dir, load_liquid, read_vq_spec
-from liquidgen.model.unified import VQ_AUTHORS_FILES, VQ_LIQUIDGEN_FILES, VQ_SUBDIR
+from liquidgen.model import find_vq_dir, load_liquid
+from liquidgen.model.unified import VQ_SUBDIR, copy_vq
 from liquidgen.pipeline import GENERATION_FILE
 from liquidgen.training import checkpoint as ckpt
 from liquidgen.training import dist as D
@@ -497,23 +497,28 @@ class Trainer:
         finally:
             hf_logging.enable_progress_bar()
 
+    def _carried_sources(self) -> list[Path]:
+        """Folders to carry the VQGAN and generation defaults from, newest first: the
+        checkpoint resumed from, then the model it started from (the resumed checkpoint may
+        since have been pruned by ``keep_last``)."""
+        sources = [self.resume_dir, self.model_source]
+        return [Path(p) for p in sources if p is not None and Path(p).is_dir()]
+
     def _copy_vq(self, dest: Path) -> None:
         """Copy the model's VQGAN into ``dest/vq`` so the checkpoint can draw images alone."""
-        vq_dir = find_vq_dir(self.resume_dir or self.model_source)
-        if vq_dir is None:
-            return
-        names = VQ_AUTHORS_FILES if read_vq_spec(vq_dir).authors_format else VQ_LIQUIDGEN_FILES
-        (dest / VQ_SUBDIR).mkdir()
-        for name in names:
-            if (vq_dir / name).is_file():
-                shutil.copy2(vq_dir / name, dest / VQ_SUBDIR / name)
+        for source in self._carried_sources():
+            vq_dir = find_vq_dir(source)
+            if vq_dir is not None:
+                copy_vq(vq_dir, dest / VQ_SUBDIR)
+                return
 
     def _copy_generation_defaults(self, dest: Path) -> None:
         """Carry the source checkpoint's ``liquid_generation.json`` (image sizes, buckets,
         size prefix, sampler defaults) into ``dest`` so inference uses what was trained."""
-        source = Path(self.resume_dir or self.model_source) / GENERATION_FILE
-        if source.is_file():
-            shutil.copy2(source, dest / GENERATION_FILE)
+        for source in self._carried_sources():
+            if (source / GENERATION_FILE).is_file():
+                shutil.copy2(source / GENERATION_FILE, dest / GENERATION_FILE)
+                return
 
     # -- the loop ------------------------------------------------------------------------
     def _due(self, every: int) -> bool:

@@ -1,0 +1,61 @@
+"""configs/smollm2-liquid end to end as a short variant: the real SmolLM2 GGUF, a few steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liquidgen.recipes.build import Recipe, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_short_smollm2_recipe_expands_the_real_pretrained_llm(tmp_path: Path) -> None:
+    """configs/smollm2-liquid: GGUF import, expansion with the shipped codes, a few steps."""
+    from liquidgen.assets import TINY_MODEL, shipped
+
+    recipe = Recipe.load(
+        REPO / "configs/smollm2-liquid/recipe.yaml",
+        {
+            "work_dir": str(tmp_path / "work"),
+            "out_dir": str(tmp_path / "out"),
+            "tokenizer": {"pretrained": str(shipped(TINY_MODEL) / "vq")},
+            "sizes": ["128x128", "160x96"],
+            "world": {"train": 6, "val": 2, "seed": 0},
+            "train": {
+                "config": str(REPO / "configs/smollm2-liquid/train.yaml"),
+                "overrides": [
+                    "max_steps=1",
+                    "global_batch=1",
+                    "micro_batch=1",
+                    "data.seq_len=160",
+                    "data.val_examples=1",
+                    "optim.warmup_steps=0",
+                    "eval_every=0",
+                    "save_every=0",
+                    "progress=false",
+                ],
+            },
+            "evaluation": None,
+        },
+    )
+    out = run(recipe, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    layout = json.loads((out / "liquid_layout.json").read_text())
+    assert config["model_type"] == "llama" and layout["codebook_size"] == 512
+    # SmolLM2 has no unused slots: <boi>/<eoi>/<unconditional> are added after its 49,152
+    assert layout["image_offset"] == 49152 + 3
+    assert "## Training" in (out / "README.md").read_text()
+
+    from liquidgen import Pipeline
+
+    pipe = Pipeline.from_pretrained(out)
+    assert "<|im_start|>" in (pipe.tokenizer.chat_template or "")
+    (image,) = pipe.generate_image("a red circle", width=160, height=96, seed=0)
+    assert image.size == (160, 96)
+    assert isinstance(pipe.answer(image, "What color is the circle?", max_new_tokens=3), str)
+    reply = pipe.chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert isinstance(reply, str)
