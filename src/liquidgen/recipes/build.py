@@ -119,7 +119,7 @@ def _substitute(value: Any, work: Path) -> Any:
 
 
 def _log(message: str) -> None:
-    print(f"[liquidgen-tiny] {message}", flush=True)
+    print(f"[recipe] {message}", flush=True)
 
 
 class _StageClock:
@@ -286,7 +286,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     # 7. training
     train_yaml = work / "train.yaml"
     train_yaml.write_text(
-        yaml.safe_dump(_substitute(yaml.safe_load(Path(recipe.train["config"]).read_text()), work))
+        yaml.safe_dump(_substitute(read_yaml_mapping(recipe.train["config"]), work))
     )
     config = load_config(train_yaml, recipe.train.get("overrides", []))
     _log(f"stage 7/9: training ({config.max_steps} steps)")
@@ -294,6 +294,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         result = train(config)
     # 8. export
     out = Path(recipe.out_dir)
+    records = _last_records(Path(config.out_dir))
     with atomic_dir(out) as tmp:
         for item in result.last_checkpoint.iterdir():
             if item.name in _TRAINING_STATE:
@@ -305,12 +306,8 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             "stage_seconds": clock.times,
             # a rerun after training finished validates nothing: take the run's last record
             "final_validation": result.val
-            or {
-                k: v
-                for k, v in _last_record(Path(config.out_dir), "val").items()
-                if k not in ("kind", "step")
-            },
-            "final_train_loss": _last_record(Path(config.out_dir), "train").get("loss"),
+            or {k: v for k, v in records["val"].items() if k not in ("kind", "step")},
+            "final_train_loss": records["train"].get("loss"),
         }
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _log(f"stage 8/9: exported {out}")
@@ -328,20 +325,24 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             )
             write_outputs(out / "eval", evaluation)
         results = evaluation.results
+    summary["stage_seconds"] = clock.times  # now with the evaluation's time
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     card = model_card(recipe, summary, clock.times, results, config)
     (out / "README.md").write_text(card)
     _log(f"model card {out / 'README.md'}")
     return out
 
 
-def _last_record(run_dir: Path, kind: str) -> dict[str, Any]:
-    """The last ``kind`` ("train" or "val") record of ``run_dir/metrics.jsonl`` ({} if none)."""
+def _last_records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last ``train`` and ``val`` records of ``run_dir/metrics.jsonl`` ({} where none)."""
+    last: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    mine = [r for r in rows if r.get("kind") == kind]
-    return mine[-1] if mine else {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("kind") in last:
+                last[row["kind"]] = row
+    return last
 
 
 def model_card(
