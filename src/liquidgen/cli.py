@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "liquidgen.training.cli",
         "train a Liquid model from a YAML recipe (one process or torchrun)",
     ),
+    "curves": ("liquidgen.training.cli", "plot validation metrics of several training runs"),
 }
 
 

@@ -210,12 +210,36 @@ def text_example(
     text: str,
     *,
     max_len: int = MAX_TEXT_LEN,
+    start: int = 0,
 ) -> Example:
-    """Text: ``<bos>{document}<eos>`` cut to ``max_len`` tokens, loss everywhere."""
+    """Text: the ``max_len`` tokens from ``start`` of ``<bos>{document}<eos>``, loss
+    everywhere (``start=0``: the document's beginning; see :func:`text_window_starts`)."""
     if max_len <= 0:
         raise ConfigError(f"max_len must be > 0, got {max_len}")
-    ids = (_bos(layout) + encode_text(tokenizer, text) + [_eos(layout)])[:max_len]
+    stream = _bos(layout) + encode_text(tokenizer, text) + [_eos(layout)]
+    if not 0 <= start < len(stream):
+        raise ConfigError(f"window start {start} is outside the {len(stream)}-token document")
+    ids = stream[start : start + max_len]
     return Example(ids, list(ids), TEXT)
+
+
+def text_window_starts(num_tokens: int, max_len: int) -> list[int]:
+    """Starts of the ``max_len``-token windows that cover a ``num_tokens``-token text stream
+    (``<bos>{document}<eos>``) once, without overlap; a last window of a single token (nothing
+    to predict within it) is dropped."""
+    if max_len <= 0:
+        raise ConfigError(f"max_len must be > 0, got {max_len}")
+    return [s for s in range(0, num_tokens, max_len) if s == 0 or num_tokens - s >= 2]
+
+
+def text_token_counts(
+    tokenizer: PreTrainedTokenizerBase, layout: VocabLayout, texts: Sequence[str]
+) -> list[int]:
+    """Tokens of ``<bos>{text}<eos>`` for each text (one batched tokenizer call)."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
+    return [len(_bos(layout)) + len(ids) + 1 for ids in encoded["input_ids"]]
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:

@@ -112,6 +112,9 @@ class GenerationDefaults:
     understanding_size: int  # side of the square that understanding inputs are padded + resized to
     size_prefix: bool = False  # multi-ratio: T2I prompts start with "Image Size: Width is W ..."
     buckets: tuple[tuple[int, int], ...] = ()  # (width, height) sizes trained for (multi-ratio)
+    # understanding inputs already at a bucket size are encoded as they are (no pad + resize):
+    # for models whose captioning/VQA data was tokenized at the native bucket sizes
+    understanding_native: bool = False
     t2i_suffix: str = DEFAULT_T2I_SUFFIX  # instruction appended to every T2I prompt
     cfg_scale: float = DEFAULT_CFG_SCALE  # classifier-free guidance scale (<= 1: off)
     temperature: float = DEFAULT_TEMPERATURE
@@ -123,8 +126,9 @@ class GenerationDefaults:
         if any(len(b) != 2 for b in buckets):
             raise ConfigError(f"buckets must be [width, height] pairs, got {self.buckets!r}")
         object.__setattr__(self, "buckets", buckets)
-        if not isinstance(self.size_prefix, bool):
-            raise ConfigError(f"size_prefix must be true or false, got {self.size_prefix!r}")
+        for flag in ("size_prefix", "understanding_native"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if not isinstance(self.t2i_suffix, str):
             raise ConfigError(f"t2i_suffix must be a string, got {self.t2i_suffix!r}")
         for name in ("width", "height", "understanding_size"):
@@ -590,15 +594,27 @@ class Pipeline:
     # ------------------------------------------------------------------ understanding
     def encode_image(self, image: ImageInput) -> torch.Tensor:
         """An image (or path) -> its ``(h, w)`` codes with Liquid's understanding pre-processing
-        (pad to a square with (122, 116, 104), resize to ``defaults.understanding_size``)."""
+        (pad to a square with (122, 116, 104), resize to ``defaults.understanding_size``), or
+        as it is when ``defaults.understanding_native`` and its size is a bucket."""
         return self.encode_images([image])[0]
 
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Several images -> codes ``(B, h, w)`` (one VQGAN forward)."""
+    def encode_images(self, images: Sequence[ImageInput]) -> list[torch.Tensor]:
+        """Several images -> their ``(h, w)`` codes, one VQGAN forward per distinct size."""
         vq = self._require_vq()
-        size = self.defaults.understanding_size
-        pixels = pil_to_tensor([preprocess_understanding(as_rgb_image(i), size) for i in images])
-        return vq.encode(pixels.to(device=self.vq_device, dtype=VQ_DTYPE)).cpu()  # (B, h, w)
+        d = self.defaults
+        prepared = []
+        for image in images:
+            rgb = as_rgb_image(image)
+            native = d.understanding_native and rgb.size in d.buckets
+            prepared.append(rgb if native else preprocess_understanding(rgb, d.understanding_size))
+        codes: list[torch.Tensor | None] = [None] * len(prepared)
+        for size in dict.fromkeys(p.size for p in prepared):
+            index = [i for i, p in enumerate(prepared) if p.size == size]
+            pixels = pil_to_tensor([prepared[i] for i in index])  # (b, 3, H, W)
+            batch = vq.encode(pixels.to(device=self.vq_device, dtype=VQ_DTYPE)).cpu()  # (b, h, w)
+            for i, c in zip(index, batch, strict=True):
+                codes[i] = c
+        return codes  # type: ignore[return-value]
 
     def _decode(
         self,
@@ -709,7 +725,7 @@ class Pipeline:
             check_prompt(q, "question")
         out: list[str] = []
         for start in range(0, len(images), batch_size):
-            codes = self.encode_images(images[start : start + batch_size])  # (B, h, w)
+            codes = self.encode_images(images[start : start + batch_size])  # B x (h, w)
             rows = [
                 vqa_prompt_ids(self.tokenizer, self.layout, c, q)
                 for c, q in zip(codes, questions[start : start + batch_size], strict=True)

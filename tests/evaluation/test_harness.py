@@ -16,7 +16,7 @@ from liquidgen.errors import ConfigError
 from liquidgen.evaluation import report
 from liquidgen.evaluation.harness import EvalSettings, generation_sizes, image_sizes
 from liquidgen.evaluation.t2i import prompt_set
-from liquidgen.evaluation.text import evaluate_text, validation_documents
+from liquidgen.evaluation.text import covered_bytes, evaluate_text, validation_documents
 from liquidgen.evaluation.tokenizer import evaluate_roundtrip, summarize_tokenizer
 from liquidgen.pipeline import Pipeline
 
@@ -147,6 +147,11 @@ def test_text_perplexity_pools_batches_exactly(tiny_pipe: Pipeline) -> None:
     # pooling is exact; float32 forwards of differently padded batches differ in the last bits
     assert result["perplexity"] == pytest.approx(tiny_pipe.perplexity(documents), rel=1e-5)
     assert result["documents"] == 3 and result["tokens"] > 0
+    # bits per byte: the same total NLL over the UTF-8 bytes the predicted tokens spell
+    nll = result["tokens"] * math.log(result["perplexity"])
+    assert result["bits_per_byte"] == pytest.approx(nll / math.log(2) / result["bytes"])
+    covered = sum(covered_bytes(tiny_pipe, d) for d in documents)
+    assert result["bytes"] == covered and covered <= sum(len(d.encode()) for d in documents)
     with pytest.raises(ConfigError):
         validation_documents(0)
 
@@ -204,7 +209,13 @@ def test_markdown_and_grid_from_hand_made_results() -> None:
                 "per_size": {},
             },
         },
-        "text": {"perplexity": 12.3456, "documents": 2, "tokens": 100},
+        "text": {
+            "perplexity": 12.3456,
+            "bits_per_byte": 0.91234,
+            "documents": 2,
+            "tokens": 100,
+            "bytes": 420,
+        },
     }
     markdown = report.markdown_report(results)
     assert (
@@ -213,6 +224,7 @@ def test_markdown_and_grid_from_hand_made_results() -> None:
     )
     assert "| colours | 0.500 |" in markdown and "| **overall** | **0.750** |" in markdown
     assert "| text, held-out real text | perplexity (2 documents, 100 tokens) | 12.35 |" in markdown
+    assert "| text, held-out real text | bits per byte (420 bytes) | 0.912 |" in markdown
     assert (
         report.to_json({"x": 1 / 3, "y": [math.pi]})
         == '{\n  "x": 0.333333,\n  "y": [\n    3.141593\n  ]\n}\n'

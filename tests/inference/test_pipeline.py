@@ -24,7 +24,7 @@ from liquidgen.pipeline import (
     resolve_device,
     resolve_dtype,
 )
-from liquidgen.tokenizer import tensor_to_pil
+from liquidgen.tokenizer import pil_to_tensor, tensor_to_pil
 
 from .conftest import HEIGHT, WIDTH
 
@@ -402,3 +402,30 @@ def test_missing_and_corrupt_model_folders(tmp_path: Path, liquid7b_dir: Path) -
     shard.write_bytes(shard.read_bytes()[:100])  # truncated weights
     with pytest.raises(CheckpointError, match="cannot load the model"):
         Pipeline.from_pretrained(corrupt)
+
+
+def test_understanding_native_encodes_bucket_sized_images_as_they_are(
+    multi_ratio_dir: Path, tmp_path: Path
+) -> None:
+    """Models trained on native-size world VQA read bucket-sized images without the square pad;
+    other sizes still get Liquid's pad + resize; one VQGAN forward per size."""
+    from .conftest import MULTI_RATIO
+
+    native_dir = tmp_path / "native"
+    shutil.copytree(multi_ratio_dir, native_dir)
+    GenerationDefaults(**MULTI_RATIO, understanding_native=True).save(native_dir)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for w, h in ((16, 8), (8, 16), (20, 10), (16, 8))
+    ]
+    native = Pipeline.from_pretrained(native_dir)
+    codes = native.encode_images(images)
+    assert [tuple(c.shape) for c in codes] == [(2, 4), (4, 2), (4, 4), (2, 4)]  # (h, w) at /4
+    alone = native.vq.encode(pil_to_tensor(images[1]))[0]  # (4, 2)
+    assert torch.equal(codes[1], alone)
+    padded = Pipeline.from_pretrained(multi_ratio_dir).encode_images(images)
+    assert [tuple(c.shape) for c in padded] == [(4, 4)] * 4  # the 16x16 understanding square
+    assert torch.equal(padded[2], codes[2])  # not a bucket: the same pad + resize either way
+    with pytest.raises(ConfigError, match="understanding_native"):
+        GenerationDefaults(**MULTI_RATIO, understanding_native="yes")

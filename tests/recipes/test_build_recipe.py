@@ -102,3 +102,20 @@ def test_recipe_needs_a_backbone_or_a_base() -> None:
         Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"backbone": "x.yaml"})
     with pytest.raises(ConfigError, match="tokenizer needs"):
         Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"tokenizer": {}})
+
+
+def test_only_the_datasets_the_training_mixture_reads_are_built(tmp_path: Path) -> None:
+    from liquidgen.recipes.build import _used_datasets
+
+    work = tmp_path / "work"
+    config = {
+        "data": {
+            "sources": [
+                {"train": f"{work}/tok/pydoc-train", "val": f"{work}/tok/pydoc-validation"},
+                {"train": f"{work}/tok/easy-vqa-train", "val": None},
+                {"train": str(tmp_path / "elsewhere" / "world-train")},  # not a recipe dataset
+            ]
+        }
+    }
+    assert _used_datasets(config, work) == {"pydoc-train", "pydoc-validation", "easy-vqa-train"}
+    assert _used_datasets({}, work) == set()

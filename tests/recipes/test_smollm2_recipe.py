@@ -59,3 +59,44 @@ def test_short_smollm2_recipe_expands_the_real_pretrained_llm(tmp_path: Path) ->
     assert isinstance(pipe.answer(image, "What color is the circle?", max_new_tokens=3), str)
     reply = pipe.chat([{"role": "user", "content": "What is the capital of France?"}])
     assert isinstance(reply, str)
+
+
+@pytest.mark.slow
+def test_short_text_only_control_skips_images_and_measures_the_base_first(tmp_path: Path) -> None:
+    """configs/smollm2-liquid/recipe-text-only.yaml: no world data is made or tokenized, and
+    the expanded base's held-out text is measured before training (the control's start)."""
+    recipe = Recipe.load(
+        REPO / "configs/smollm2-liquid/recipe-text-only.yaml",
+        {
+            "work_dir": str(tmp_path / "work"),
+            "out_dir": str(tmp_path / "out"),
+            "train": {
+                "config": str(REPO / "configs/smollm2-liquid/train-text-only.yaml"),
+                "overrides": [
+                    "max_steps=1",
+                    "global_batch=1",
+                    "micro_batch=1",
+                    "data.seq_len=64",
+                    "data.val_examples=1",
+                    "optim.warmup_steps=0",
+                    "eval_every=0",
+                    "save_every=0",
+                    "progress=false",
+                ],
+            },
+            "evaluation": {"tasks": ["text"], "limit": 1, "progress": False},
+        },
+    )
+    out = run(recipe, progress=False)
+    work = tmp_path / "work"
+    assert sorted(p.name for p in (work / "tok").iterdir()) == ["pydoc-train", "pydoc-validation"]
+    assert not (work / "world-train").exists() and not (work / "world-val").exists()
+    before = json.loads((out / "eval-base" / "results.json").read_text())["text"]
+    after = json.loads((out / "eval" / "results.json").read_text())["text"]
+    assert before["documents"] == after["documents"] == 1
+    assert before["bytes"] == after["bytes"] > 0  # the same text before and after
+    # SmolLM2 knows Python's docs: well under the 8 bits of a uniform byte model
+    assert 0.3 < before["bits_per_byte"] < 2.0
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["text_before_training"] == before
+    assert "before training" in (out / "README.md").read_text()

@@ -68,3 +68,28 @@ def test_sources_reject_records_their_format_cannot_use(
         FormattedSource(
             "t2i", "t2i", TokenizedDataset(tiny_data["val"]), tokenizer, other_layout, max_len=64
         )
+
+
+def test_text_source_covers_long_documents_with_windows(model_parts, tmp_path: Path) -> None:
+    """A document longer than max_len is not cut to its beginning: its windows, in order,
+    spell <bos>{document}<eos> exactly once."""
+    tokenizer, layout = model_parts
+    long_doc = " ".join(f"word{i}" for i in range(60))
+    (tmp_path / "c.txt").write_text(f"{long_doc}\n\nshort one\n")
+    dataset = TokenizedDataset(
+        tokenize_dataset(
+            TextFileSource(tmp_path / "c.txt"), tmp_path / "t", vqgan=None, progress=False
+        )
+    )
+    source = FormattedSource("text", "text", dataset, tokenizer, layout, max_len=16)
+    stream = formats.text_example(tokenizer, layout, long_doc, max_len=10_000).input_ids
+    short = formats.text_example(tokenizer, layout, "short one", max_len=10_000).input_ids
+    assert len(stream) > 3 * 16 and len(short) <= 16
+    windows = [source.example(i, random.Random(0)).input_ids for i in range(len(source))]
+    assert len(windows) == len(formats.text_window_starts(len(stream), 16)) + 1
+    assert [t for w in windows[:-1] for t in w] == stream and windows[-1] == short
+    assert all(2 <= len(w) <= 16 for w in windows)
+    assert formats.text_window_starts(33, 16) == [0, 16]  # a 1-token tail predicts nothing
+    assert formats.text_window_starts(34, 16) == [0, 16, 32]
+    with pytest.raises(ConfigError):
+        formats.text_example(tokenizer, layout, "short one", start=len(short))

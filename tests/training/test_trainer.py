@@ -130,6 +130,19 @@ def test_keep_last_prunes_old_checkpoints_bf16(
     assert all(math.isfinite(loss) for loss in result.losses.values())
 
 
+def test_a_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [{"kind": "val", "step": 0, "text/loss": 99.0}, {"kind": "train", "step": 1}]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    train(TrainConfig.from_dict(config_dict(tiny_model, tiny_data, out, max_steps=2)))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    zero = [r for r in records if r["kind"] == "val" and r["step"] == 0]
+    assert len(zero) == 1 and zero[0]["text/loss"] != 99.0
+
+
 def test_gradient_checkpointing_changes_nothing_but_memory(
     tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -270,3 +283,36 @@ def test_checkpoints_carry_the_generation_defaults(
     ((step, folder),) = ckpt.list_checkpoints(out)
     assert step == 4
     assert (folder / GENERATION_FILE).is_file() and (folder / "vq" / "model.safetensors").is_file()
+
+
+def test_compare_runs_plots_validation_metrics_of_several_runs(tmp_path: Path) -> None:
+    """`liquidgen curves`: one panel per metric; x = step, tokens or 6ND; bad input exits 2."""
+    from liquidgen.cli import main
+    from liquidgen.training.report import compare_runs
+
+    for name, slope in (("a", 1.0), ("b", 2.0)):
+        run = tmp_path / name
+        run.mkdir()
+        lines = [{"kind": "val", "step": 0, "text/loss": 8.0}]
+        for step in (10, 20):
+            lines.append({"kind": "train", "step": step, "tokens": 100, "loss": 5.0})
+            lines.append({"kind": "val", "step": step, "text/loss": 8.0 - slope * step / 10})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = compare_runs(
+        [("a", tmp_path / "a"), ("b", tmp_path / "b")],
+        ["text/loss"],
+        tmp_path / "c.png",
+        x="tokens",
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        main(
+            ["curves", str(tmp_path / "a"), "--metric", "vqa/acc", "--out", str(tmp_path / "d.png")]
+        )
+        == 2
+    )
+    # FLOPs need a checkpoint to count parameters
+    assert (
+        main(["curves", str(tmp_path / "a"), "--x", "flops", "--out", str(tmp_path / "d.png")]) == 2
+    )
+    assert not (tmp_path / "d.png").exists()

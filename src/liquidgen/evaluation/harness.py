@@ -218,6 +218,8 @@ def run_evaluation(pipe: Pipeline, settings: EvalSettings, *, model: str | None)
             results["vqa"] = {
                 "world_sizes": [size_name(s) for s in vqa_sizes],
                 "understanding_size": pipe.defaults.understanding_size,
+                # bucket-sized renders read as they are (True) or padded to the square
+                "understanding_native": pipe.defaults.understanding_native,
                 "max_answer_tokens": MAX_ANSWER_TOKENS,
                 "sources": summarize_vqa(vqa_records),
             }

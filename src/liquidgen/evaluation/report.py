@@ -132,6 +132,14 @@ def _headline(results: dict[str, Any]) -> list[list[str]]:
                 f"{text['perplexity']:.2f}",
             ]
         )
+        if "bits_per_byte" in text:
+            rows.append(
+                [
+                    "text, held-out real text",
+                    f"bits per byte ({text['bytes']} bytes)",
+                    f"{text['bits_per_byte']:.3f}",
+                ]
+            )
     tok = results.get("tokenizer")
     if tok:
         rows.append(

@@ -5,7 +5,10 @@ Python reference documentation, split from training by a hash of each document),
 text pre-training format ``<bos>{document}<eos>`` cut to the training length. Perplexity is
 ``exp(total negative log-likelihood / predicted tokens)`` over all documents together
 (:meth:`liquidgen.pipeline.Pipeline.perplexity`), computed a batch at a time for the progress
-bar. It depends on the text tokenizer, so compare it only between models that share one.
+bar. It depends on the text tokenizer, so compare it only between models that share one;
+bits per byte (the same negative log-likelihood over the UTF-8 bytes of the text the
+predicted tokens cover) compares models with different tokenizers, e.g. liquidgen-tiny's
+2048-token BPE and SmolLM2's 49,152.
 """
 
 from __future__ import annotations
@@ -37,8 +40,18 @@ def validation_documents(limit: int | None = None) -> tuple[list[str], str]:
 
 def predicted_tokens(pipe: Pipeline, text: str) -> int:
     """Tokens :meth:`Pipeline.perplexity` predicts for ``text``: every one after ``<bos>``."""
+    return len(_example_ids(pipe, text)) - 1
+
+
+def covered_bytes(pipe: Pipeline, text: str) -> int:
+    """UTF-8 bytes of the part of ``text`` the predicted tokens spell (after truncation)."""
+    ids = _example_ids(pipe, text)[1:]
+    return len(pipe.tokenizer.decode(ids, skip_special_tokens=True).encode("utf-8"))
+
+
+def _example_ids(pipe: Pipeline, text: str) -> list[int]:
     max_len = min(MAX_TEXT_LEN, pipe.context_length or MAX_TEXT_LEN)
-    return len(text_example(pipe.tokenizer, pipe.layout, text, max_len=max_len).input_ids) - 1
+    return text_example(pipe.tokenizer, pipe.layout, text, max_len=max_len).input_ids
 
 
 def evaluate_text(
@@ -48,11 +61,13 @@ def evaluate_text(
     batch_size: int = DEFAULT_TEXT_BATCH,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Perplexity of ``pipe`` on the held-out documents, with the document and token counts."""
+    """Perplexity and bits per byte of ``pipe`` on the held-out documents, with the
+    document, token and byte counts."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     documents, source = validation_documents(limit)
     total_nll, total_tokens = 0.0, 0
+    total_bytes = sum(covered_bytes(pipe, d) for d in documents)
     with tqdm(total=len(documents), unit="doc", desc="text", disable=not progress) as bar:
         for start in range(0, len(documents), batch_size):
             batch = documents[start : start + batch_size]
@@ -63,7 +78,9 @@ def evaluate_text(
             bar.update(len(batch))
     return {
         "perplexity": math.exp(total_nll / total_tokens),
+        "bits_per_byte": total_nll / math.log(2) / total_bytes,
         "documents": len(documents),
         "tokens": total_tokens,
+        "bytes": total_bytes,
         "source": source,
     }

@@ -13,13 +13,16 @@ Stages (each resumable: a finished stage is skipped, an interrupted one continue
 1. ``vq``       — a VQGAN on world renders (``liquidgen tokenizer train``), in phases: each
    phase resumes the previous one's run with its own overrides (e.g. a whole-image
    fine-tune after crops); skipped for a pretrained tokenizer;
-2. ``world``    — world datasets at every bucket size (``liquidgen world make``);
+2. ``world``    — world datasets at every bucket size (``liquidgen world make``), if the
+   training mixture (or a from-scratch BPE) reads them;
 3. ``text-tok`` — from scratch: a byte-level BPE on the real corpus + every world/easy-vqa
    text; pretrained: the base's own tokenizer;
 4. ``backbone`` — from scratch: a random transformers backbone (``liquidgen init-backbone``);
    pretrained: the base LLM (GGUF imported to a plain HF folder);
 5. ``model``    — Liquid's vocabulary layout (``liquidgen expand``) + generation defaults;
-6. ``tok/*``    — images -> codes once (``liquidgen data tokenize``);
+6. ``tok/*``    — images -> codes once (``liquidgen data tokenize``), for the datasets the
+   training config's sources name; for a pretrained base, then ``liquidgen eval text`` on
+   the expanded model (``work_dir/eval-base``): the language ability training starts from;
 7. ``train``    — the mixed-modality trainer (``liquidgen train``);
 8. export       — the last checkpoint without training state;
 9. ``eval``     — ``liquidgen eval`` on the export (``out_dir/eval``) and the model card
@@ -116,6 +119,18 @@ def _substitute(value: Any, work: Path) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, work) for k, v in value.items()}
     return value
+
+
+def _used_datasets(train_cfg: dict[str, Any], work: Path) -> set[str]:
+    """Names of the ``work/tok/NAME`` datasets the training config reads (train or val)."""
+    tok = (work / "tok").resolve()
+    used = set()
+    for source in train_cfg.get("data", {}).get("sources", []):
+        for key in ("train", "val"):
+            path = Path(str(source.get(key) or "")).resolve()
+            if source.get(key) and path.parent == tok:
+                used.add(path.name)
+    return used
 
 
 def _log(message: str) -> None:
@@ -216,13 +231,17 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         VQGAN.from_pretrained(vq_dir)  # fail now, not after the data stages
     else:
         vq_dir = _train_tokenizer(recipe, work, clock, progress=progress)
-    # 2. world data
+    # the training config decides which datasets are built: a text-only control skips images
+    train_cfg = _substitute(read_yaml_mapping(recipe.train["config"]), work)
+    used = _used_datasets(train_cfg, work)
+    # 2. world data (the train split also feeds a from-scratch BPE)
     seed = recipe.world.get("seed", 0)
     for split, n, s in (
         ("train", recipe.world["train"], seed),
         ("val", recipe.world["val"], seed + 1),
     ):
-        if not (work / f"world-{split}" / "metadata.jsonl").is_file():
+        wanted = f"world-{split}" in used or (split == "train" and recipe.base is None)
+        if wanted and not (work / f"world-{split}" / "metadata.jsonl").is_file():
             _log(f"stage 2/9: world {split} ({n} images at {', '.join(recipe.sizes)})")
             with clock.stage("2-world"):
                 write_dataset(work / f"world-{split}", n, sizes, s, "train", progress=progress)
@@ -260,6 +279,9 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                 "understanding_size": recipe.understanding_size,
                 "size_prefix": len(sizes) > 1,
                 "buckets": [list(s) for s in sizes],
+                # world captions/VQA are tokenized at their bucket sizes (stage 6): answer
+                # questions about bucket-sized images the same way
+                "understanding_native": True,
                 **recipe.generation,
             }
             (model_dir / GENERATION_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
@@ -277,17 +299,19 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         (f"pydoc-{s}", f"pydoc:{s}", None, None, "generation") for s in ("train", "validation")
     ]
     for name, spec, vq, size, preprocess in jobs:
+        if name not in used:
+            continue
         _log(f"stage 6/9: tokenize {name}")
         with clock.stage("6-tokenize"):
             tokenize_dataset(
                 open_input(spec), work / "tok" / name, vqgan=vq, image_size=size,
                 preprocess=preprocess, progress=progress,
             )  # fmt: skip
+    # 6b. a pretrained base's language ability before any training (what mixing may cost)
+    before = _base_text_eval(recipe, model_dir, work, clock, progress=progress)
     # 7. training
     train_yaml = work / "train.yaml"
-    train_yaml.write_text(
-        yaml.safe_dump(_substitute(read_yaml_mapping(recipe.train["config"]), work))
-    )
+    train_yaml.write_text(yaml.safe_dump(train_cfg))
     config = load_config(train_yaml, recipe.train.get("overrides", []))
     _log(f"stage 7/9: training ({config.max_steps} steps)")
     with clock.stage("7-train"):
@@ -309,6 +333,9 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             or {k: v for k, v in records["val"].items() if k not in ("kind", "step")},
             "final_train_loss": records["train"].get("loss"),
         }
+        if before is not None:
+            summary["text_before_training"] = before
+            shutil.copytree(work / "eval-base", tmp / "eval-base")
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _log(f"stage 8/9: exported {out}")
     # 9. evaluation + model card
@@ -331,6 +358,29 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     (out / "README.md").write_text(card)
     _log(f"model card {out / 'README.md'}")
     return out
+
+
+def _base_text_eval(
+    recipe: Recipe, model_dir: Path, work: Path, clock: _StageClock, *, progress: bool
+) -> dict[str, Any] | None:
+    """Text perplexity of the expanded pretrained base (``liquidgen eval text --model
+    work/model``) into ``work/eval-base``, once; ``None`` from scratch or without evaluation."""
+    if recipe.base is None or recipe.evaluation is None:
+        return None
+    results = work / "eval-base" / "results.json"
+    if not results.is_file():
+        from liquidgen.evaluation.harness import EvalSettings, run_evaluation, write_outputs
+        from liquidgen.pipeline import Pipeline
+
+        _log("stage 6/9: text perplexity of the base before training (liquidgen eval text)")
+        # the final evaluation's settings (document limit, batch size), text only
+        settings = EvalSettings(**{**recipe.evaluation, "tasks": ("text",), "progress": progress})
+        with clock.stage("6-eval-base"):
+            run = run_evaluation(
+                Pipeline.from_pretrained(model_dir), settings, model=str(model_dir)
+            )
+            write_outputs(work / "eval-base", run)
+    return json.loads(results.read_text())["text"]
 
 
 def _last_records(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -428,6 +478,14 @@ def model_card(
         stages,
         "",
     ]
+    before = summary.get("text_before_training")
+    if before is not None:
+        lines += [
+            "Held-out text before training (the expanded base, `eval-base/`): perplexity "
+            f"{before['perplexity']:.2f}, {before.get('bits_per_byte', float('nan')):.3f} "
+            "bits per byte.",
+            "",
+        ]
     if results is not None:
         lines += ["## Evaluation", "", markdown_report(results), ""]
     if recipe.notes:

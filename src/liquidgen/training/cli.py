@@ -1,4 +1,5 @@
-"""``liquidgen train`` and ``liquidgen data tokenize``: thin entry points over the training package."""
+"""``liquidgen train``, ``liquidgen data tokenize`` and ``liquidgen curves``: thin entry points
+over the training package."""
 
 from __future__ import annotations
 
@@ -68,8 +69,44 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_curves(args: argparse.Namespace) -> int:
+    from liquidgen.training.report import compare_runs
+
+    runs = []
+    for spec in args.runs:
+        run_dir, _, label = spec.partition("=")
+        runs.append((label or os.path.basename(os.path.normpath(run_dir)), run_dir))
+    out = compare_runs(runs, args.metric or ["text/loss"], args.out, x=args.x)
+    print(out)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` and ``data tokenize`` to the ``liquidgen`` parser."""
+    """Add ``train``, ``data tokenize`` and ``curves`` to the ``liquidgen`` parser."""
+    from liquidgen.training.report import X_AXES
+
+    curves = subparsers.add_parser(
+        "curves",
+        help="plot validation metrics of several training runs on one figure",
+        description=(
+            "Compare training runs: one panel per validation metric (from each run's "
+            "metrics.jsonl), against the step, the tokens trained on, or training compute "
+            "6 x parameters x tokens (parameters counted in the newest checkpoint)."
+        ),
+    )
+    curves.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR[=LABEL]", help="a trainer out_dir (has metrics.jsonl)"
+    )
+    curves.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="validation metric, e.g. text/loss, t2i/loss, vqa/acc (repeat; default text/loss)",
+    )
+    curves.add_argument("--x", choices=X_AXES, default="step", help="x axis (default: step)")
+    curves.add_argument("--out", required=True, help="PNG to write")
+    curves.set_defaults(func=_run_curves)
+
     train = subparsers.add_parser(
         "train",
         help="train a Liquid model on a data mixture (YAML recipe)",

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from liquidgen.errors import ConfigError
 from liquidgen.utils.io import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
@@ -87,9 +88,98 @@ def plot_loss_curve(metrics_path: str | os.PathLike[str], out_path: str | os.Pat
     ax.grid(alpha=0.3)
     if train or val:
         ax.legend()
+    return _save_figure(fig, out_path)
+
+
+def _save_figure(fig: Any, out_path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG atomically (nothing half-written on failure) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return out_path
+
+
+X_AXES = ("step", "tokens", "flops")
+
+
+def run_parameters(run_dir: str | os.PathLike[str]) -> int:
+    """Parameters of a training run's newest checkpoint, read from the safetensors header
+    (no weights loaded); tied embeddings count once, as stored."""
+    from safetensors import safe_open
+
+    checkpoints = sorted((Path(run_dir) / "checkpoints").glob("step-*/model.safetensors"))
+    if not checkpoints:
+        raise ConfigError(f"{run_dir}: no checkpoints/step-*/model.safetensors to count")
+    total = 0
+    with safe_open(str(checkpoints[-1]), framework="pt") as f:
+        names = f.keys()  # safe_open is not iterable
+        for name in names:
+            numel = 1
+            for dim in f.get_slice(name).get_shape():
+                numel *= dim
+            total += numel
+    return total
+
+
+def compare_runs(
+    runs: list[tuple[str, str | os.PathLike[str]]],
+    metrics: list[str],
+    out_path: str | os.PathLike[str],
+    *,
+    x: str = "step",
+) -> Path:
+    """Plot validation ``metrics`` (e.g. ``text/loss``) of several training runs on one figure,
+    one panel per metric, against the step, the tokens trained on (packed, from the train
+    records) or the training compute ``6 * parameters * tokens``.
+
+    ``runs`` are ``(label, run_dir)`` with ``run_dir/metrics.jsonl`` (a trainer's ``out_dir``).
+    Runs without a metric are left out of that panel; a metric no run has is an error.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in X_AXES:
+        raise ConfigError(f"x axis must be one of {', '.join(X_AXES)}, got {x!r}")
+    if not runs or not metrics:
+        raise ConfigError("need at least one run and one metric")
+    series: dict[str, list[tuple[str, list[float], list[float]]]] = {m: [] for m in metrics}
+    for label, run_dir in runs:
+        records = read_metrics(Path(run_dir) / METRICS_FILE)
+        if not records:
+            raise ConfigError(f"{run_dir}: no {METRICS_FILE} records")
+        # tokens seen by the end of each step: cumulative over the train records
+        seen, cumulative = 0, {0: 0}
+        for r in records:
+            if r.get("kind") == "train":
+                seen += r["tokens"]
+                cumulative[r["step"]] = seen
+        scale = 6.0 * run_parameters(run_dir) if x == "flops" else 1.0
+        for metric in metrics:
+            points = [
+                (r["step"], r[metric]) for r in records if r.get("kind") == "val" and metric in r
+            ]
+            points = [(s, v) for s, v in points if x == "step" or s in cumulative]
+            if points:
+                xs = [s if x == "step" else scale * cumulative[s] for s, _ in points]
+                series[metric].append((label, xs, [v for _, v in points]))
+    missing = [m for m, s in series.items() if not s]
+    if missing:
+        raise ConfigError(f"no run has validation metric(s) {', '.join(missing)}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), dpi=100)
+    axes = [axes] if len(metrics) == 1 else list(axes)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, xs, ys in series[metric]:
+            ax.plot(xs, ys, marker="o", ms=4, lw=1.2, label=label)
+        ax.set_title(f"validation {metric}")
+        ax.set_xlabel(
+            {"step": "step", "tokens": "tokens trained on", "flops": "training FLOPs (6ND)"}[x]
+        )
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save_figure(fig, out_path)

@@ -4,7 +4,9 @@ A :class:`FormattedSource` turns record ``i`` of a :class:`~liquidgen.training.d
 into a :class:`liquidgen.formats.Example` of its modality:
 
 ==========  ==========================================================================
-``text``    the record's document (``record.text``, or its captions joined if it has none)
+``text``    one ``max_len``-token window of the record's document (``record.text``, or its
+            captions joined if it has none); a long document gives several windows that
+            together cover it once, so every token of the corpus is trained on
 ``t2i``     one caption or prompt drawn at random + the image (CFG dropout to ``<unconditional>``)
 ``caption`` the image + one caption drawn at random
 ``vqa``     the image + one question/answer pair drawn at random
@@ -60,6 +62,26 @@ class FormattedSource:
         self.cfg_dropout = cfg_dropout
         self.size_prefix = size_prefix
         self._check(dataset)
+        # text: example i is window i over all documents, as (record, first token) pairs
+        self._windows: list[tuple[int, int]] | None = None
+        if modality == formats.TEXT:
+            self._windows = self._text_windows()
+
+    def _text_windows(self, batch: int = 1024) -> list[tuple[int, int]]:
+        """Every document tokenized once (batched) to place its windows."""
+        windows: list[tuple[int, int]] = []
+        for first in range(0, len(self.dataset), batch):
+            index = range(first, min(first + batch, len(self.dataset)))
+            counts = formats.text_token_counts(
+                self.tokenizer, self.layout, [self._document(self.dataset[i]) for i in index]
+            )
+            for i, count in zip(index, counts, strict=True):
+                windows += [(i, s) for s in formats.text_window_starts(count, self.max_len)]
+        return windows
+
+    @staticmethod
+    def _document(record: Record) -> str:
+        return record.text or " ".join(record.captions)
 
     def _check(self, dataset: TokenizedDataset) -> None:
         """Every record has what this modality needs; codes fit the model's image vocabulary."""
@@ -89,19 +111,27 @@ class FormattedSource:
             raise ConfigError(f"{where}: no record has a text or a caption")
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        """Examples: records, or for text the windows over all documents."""
+        return len(self.dataset) if self._windows is None else len(self._windows)
 
     def _codes(self, record: Record) -> torch.Tensor:
         assert record.codes is not None
         return torch.from_numpy(np.asarray(record.codes, dtype=np.int64))  # (h, w)
 
     def example(self, index: int, rng: random.Random) -> formats.Example:
-        """Record ``index`` in this source's format."""
-        record = self.dataset[index]
+        """Example ``index`` in this source's format: record ``index``, or for text its
+        ``index``-th window."""
         m = self.modality
-        if m == formats.TEXT:
-            text = record.text or " ".join(record.captions)
-            return formats.text_example(self.tokenizer, self.layout, text, max_len=self.max_len)
+        if self._windows is not None:
+            record_index, start = self._windows[index]
+            return formats.text_example(
+                self.tokenizer,
+                self.layout,
+                self._document(self.dataset[record_index]),
+                max_len=self.max_len,
+                start=start,
+            )
+        record = self.dataset[index]
         codes = self._codes(record)
         if m == formats.T2I:
             size = None

@@ -532,7 +532,8 @@ class Trainer:
         log = None
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            truncate_after(metrics_path, self.step)
+            # resumed: keep the log up to the checkpoint; fresh: drop a killed run's records
+            truncate_after(metrics_path, self.step if self.resume_dir is not None else -1)
             log = MetricsLog(metrics_path)
         losses: dict[int, float] = {}
         val: dict[str, float] = {}
