@@ -109,9 +109,13 @@ class DecodedExample:
 
 
 # --------------------------------------------------------------------------- pieces
+# user text: no bos/eos added, special-token strings in the text kept as text
+_USER_TEXT = {"add_special_tokens": False, "split_special_tokens": True}
+
+
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """User text -> ids: no bos/eos added, special-token strings in ``text`` kept as text."""
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    return list(tokenizer(text, **_USER_TEXT)["input_ids"])
 
 
 def _encode_markup(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -210,16 +214,34 @@ def text_example(
     text: str,
     *,
     max_len: int = MAX_TEXT_LEN,
-    start: int = 0,
 ) -> Example:
-    """Text: the ``max_len`` tokens from ``start`` of ``<bos>{document}<eos>``, loss
+    """Text: ``<bos>{document}<eos>`` cut to ``max_len`` tokens, loss everywhere."""
+    return text_window(text_stream(tokenizer, layout, text), 0, max_len)
+
+
+def text_stream(tokenizer: PreTrainedTokenizerBase, layout: VocabLayout, text: str) -> list[int]:
+    """The whole ``<bos>{document}<eos>`` ids of a document, before any cut."""
+    return _bos(layout) + encode_text(tokenizer, text) + [_eos(layout)]
+
+
+def text_streams(
+    tokenizer: PreTrainedTokenizerBase, layout: VocabLayout, texts: Sequence[str]
+) -> list[list[int]]:
+    """:func:`text_stream` of many documents in one batched tokenizer call."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), **_USER_TEXT)["input_ids"]
+    return [_bos(layout) + list(ids) + [_eos(layout)] for ids in encoded]
+
+
+def text_window(stream: Sequence[int], start: int, max_len: int) -> Example:
+    """The text example of the ``max_len`` ids from ``start`` of a :func:`text_stream`, loss
     everywhere (``start=0``: the document's beginning; see :func:`text_window_starts`)."""
     if max_len <= 0:
         raise ConfigError(f"max_len must be > 0, got {max_len}")
-    stream = _bos(layout) + encode_text(tokenizer, text) + [_eos(layout)]
     if not 0 <= start < len(stream):
         raise ConfigError(f"window start {start} is outside the {len(stream)}-token document")
-    ids = stream[start : start + max_len]
+    ids = [int(i) for i in stream[start : start + max_len]]
     return Example(ids, list(ids), TEXT)
 
 
@@ -230,16 +252,6 @@ def text_window_starts(num_tokens: int, max_len: int) -> list[int]:
     if max_len <= 0:
         raise ConfigError(f"max_len must be > 0, got {max_len}")
     return [s for s in range(0, num_tokens, max_len) if s == 0 or num_tokens - s >= 2]
-
-
-def text_token_counts(
-    tokenizer: PreTrainedTokenizerBase, layout: VocabLayout, texts: Sequence[str]
-) -> list[int]:
-    """Tokens of ``<bos>{text}<eos>`` for each text (one batched tokenizer call)."""
-    if not texts:
-        return []
-    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
-    return [len(_bos(layout)) + len(ids) + 1 for ids in encoded["input_ids"]]
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:

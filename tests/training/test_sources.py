@@ -92,4 +92,4 @@ def test_text_source_covers_long_documents_with_windows(model_parts, tmp_path: P
     assert formats.text_window_starts(33, 16) == [0, 16]  # a 1-token tail predicts nothing
     assert formats.text_window_starts(34, 16) == [0, 16, 32]
     with pytest.raises(ConfigError):
-        formats.text_example(tokenizer, layout, "short one", start=len(short))
+        formats.text_window(short, len(short), 16)

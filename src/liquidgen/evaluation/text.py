@@ -45,8 +45,12 @@ def predicted_tokens(pipe: Pipeline, text: str) -> int:
 
 def covered_bytes(pipe: Pipeline, text: str) -> int:
     """UTF-8 bytes of the part of ``text`` the predicted tokens spell (after truncation)."""
-    ids = _example_ids(pipe, text)[1:]
-    return len(pipe.tokenizer.decode(ids, skip_special_tokens=True).encode("utf-8"))
+    return _spelled_bytes(pipe, _example_ids(pipe, text))
+
+
+def _spelled_bytes(pipe: Pipeline, ids: list[int]) -> int:
+    """UTF-8 bytes the predicted ids (all after ``<bos>``) of one example spell."""
+    return len(pipe.tokenizer.decode(ids[1:], skip_special_tokens=True).encode("utf-8"))
 
 
 def _example_ids(pipe: Pipeline, text: str) -> list[int]:
@@ -66,12 +70,13 @@ def evaluate_text(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     documents, source = validation_documents(limit)
+    examples = [_example_ids(pipe, d) for d in documents]  # each document tokenized once here
     total_nll, total_tokens = 0.0, 0
-    total_bytes = sum(covered_bytes(pipe, d) for d in documents)
+    total_bytes = sum(_spelled_bytes(pipe, ids) for ids in examples)
     with tqdm(total=len(documents), unit="doc", desc="text", disable=not progress) as bar:
         for start in range(0, len(documents), batch_size):
             batch = documents[start : start + batch_size]
-            tokens = sum(predicted_tokens(pipe, d) for d in batch)
+            tokens = sum(len(ids) - 1 for ids in examples[start : start + batch_size])
             # The batch's perplexity is exp(nll / tokens); undo it to pool over batches.
             total_nll += tokens * math.log(pipe.perplexity(batch, batch_size=batch_size))
             total_tokens += tokens

@@ -62,22 +62,27 @@ class FormattedSource:
         self.cfg_dropout = cfg_dropout
         self.size_prefix = size_prefix
         self._check(dataset)
-        # text: example i is window i over all documents, as (record, first token) pairs
+        # text: every document tokenized once when the source opens (no tokenizer on the hot
+        # path); example i is window i over all documents, a (stream offset, length) pair
         self._windows: list[tuple[int, int]] | None = None
         if modality == formats.TEXT:
-            self._windows = self._text_windows()
+            self._stream, self._windows = self._text_windows()
 
-    def _text_windows(self, batch: int = 1024) -> list[tuple[int, int]]:
-        """Every document tokenized once (batched) to place its windows."""
+    def _text_windows(self, batch: int = 1024) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """All documents' ``<bos>{document}<eos>`` ids in one flat array (int32) and the
+        windows that cover each document once."""
+        parts: list[np.ndarray] = []
         windows: list[tuple[int, int]] = []
+        offset = 0
         for first in range(0, len(self.dataset), batch):
             index = range(first, min(first + batch, len(self.dataset)))
-            counts = formats.text_token_counts(
-                self.tokenizer, self.layout, [self._document(self.dataset[i]) for i in index]
-            )
-            for i, count in zip(index, counts, strict=True):
-                windows += [(i, s) for s in formats.text_window_starts(count, self.max_len)]
-        return windows
+            documents = [self._document(self.dataset[i]) for i in index]
+            for stream in formats.text_streams(self.tokenizer, self.layout, documents):
+                parts.append(np.asarray(stream, dtype=np.int32))
+                starts = formats.text_window_starts(len(stream), self.max_len)
+                windows += [(offset + s, min(self.max_len, len(stream) - s)) for s in starts]
+                offset += len(stream)
+        return np.concatenate(parts), windows
 
     @staticmethod
     def _document(record: Record) -> str:
@@ -123,14 +128,8 @@ class FormattedSource:
         ``index``-th window."""
         m = self.modality
         if self._windows is not None:
-            record_index, start = self._windows[index]
-            return formats.text_example(
-                self.tokenizer,
-                self.layout,
-                self._document(self.dataset[record_index]),
-                max_len=self.max_len,
-                start=start,
-            )
+            offset, length = self._windows[index]
+            return formats.text_window(self._stream[offset : offset + length], 0, length)
         record = self.dataset[index]
         codes = self._codes(record)
         if m == formats.T2I:
