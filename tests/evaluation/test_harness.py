@@ -129,6 +129,12 @@ def test_settings_validate_and_name_their_command() -> None:
         == "liquidgen eval t2i --model m --n 2 --limit 3 --sizes 32x32,48x32 --seed 0"
     )
     assert EvalSettings(tasks=("text",)).command(None) == "liquidgen eval text --seed 0"
+    assert (
+        EvalSettings(tasks=("text",), text_corpus="stdlib-docs").command(None)
+        == "liquidgen eval text --corpus stdlib-docs --seed 0"
+    )
+    with pytest.raises(ConfigError, match="unknown text corpus"):
+        EvalSettings(text_corpus="wiki")
     assert EvalSettings(tasks=("text", "t2i")).command(None).startswith("liquidgen eval t2i,text ")
     with pytest.raises(ConfigError, match="unknown task"):
         EvalSettings(tasks=("fid",))
@@ -154,6 +160,9 @@ def test_text_perplexity_pools_batches_exactly(tiny_pipe: Pipeline) -> None:
     assert result["bytes"] == covered and covered <= sum(len(d.encode()) for d in documents)
     with pytest.raises(ConfigError):
         validation_documents(0)
+    larger = evaluate_text(tiny_pipe, limit=2, corpus="stdlib-docs", progress=False)
+    assert larger["corpus"] == "stdlib-docs" and result["corpus"] == "pydoc"
+    assert larger["source"] != result["source"] and larger["documents"] == 2
 
 
 class LosslessVQ(torch.nn.Module):

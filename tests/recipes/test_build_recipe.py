@@ -102,6 +102,20 @@ def test_recipe_needs_a_backbone_or_a_base() -> None:
         Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"backbone": "x.yaml"})
     with pytest.raises(ConfigError, match="tokenizer needs"):
         Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"tokenizer": {}})
+    with pytest.raises(ConfigError, match="text_corpus 'wiki'"):
+        Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml", {"text_corpus": "wiki"})
+
+
+def test_evaluations_measure_the_recipes_text_corpus_unless_told_otherwise() -> None:
+    recipe = Recipe.load(REPO / "configs/smollm2-liquid/recipe.yaml")
+    assert recipe.text_corpus == "stdlib-docs"
+    assert recipe.eval_settings() == {"text_corpus": "stdlib-docs"}
+    tiny = Recipe.load(REPO / "configs/liquidgen-tiny/recipe.yaml")
+    assert tiny.text_corpus == "pydoc" and tiny.eval_settings()["text_corpus"] == "pydoc"
+    told = Recipe.load(
+        REPO / "configs/smollm2-liquid/recipe.yaml", {"evaluation": {"text_corpus": "pydoc"}}
+    )
+    assert told.eval_settings() == {"text_corpus": "pydoc"}
 
 
 def test_only_the_datasets_the_training_mixture_reads_are_built(tmp_path: Path) -> None:

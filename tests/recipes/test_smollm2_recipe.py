@@ -89,14 +89,19 @@ def test_short_text_only_control_skips_images_and_measures_the_base_first(tmp_pa
     )
     out = run(recipe, progress=False)
     work = tmp_path / "work"
-    assert sorted(p.name for p in (work / "tok").iterdir()) == ["pydoc-train", "pydoc-validation"]
+    assert sorted(p.name for p in (work / "tok").iterdir()) == [
+        "stdlib-docs-train",
+        "stdlib-docs-validation",
+    ]
     assert not (work / "world-train").exists() and not (work / "world-val").exists()
     before = json.loads((out / "eval-base" / "results.json").read_text())["text"]
     after = json.loads((out / "eval" / "results.json").read_text())["text"]
     assert before["documents"] == after["documents"] == 1
     assert before["bytes"] == after["bytes"] > 0  # the same text before and after
+    assert before["corpus"] == after["corpus"] == "stdlib-docs"  # the recipe's text_corpus
     # SmolLM2 knows Python's docs: well under the 8 bits of a uniform byte model
     assert 0.3 < before["bits_per_byte"] < 2.0
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["text_before_training"] == before
-    assert "before training" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert card.startswith("# smollm2-text-only\n") and "before training" in card

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from liquidgen.errors import ConfigError
-from liquidgen.training.config import TrainConfig, apply_overrides, load_config
+from liquidgen.training.config import OptimConfig, TrainConfig, apply_overrides, load_config
 
 from .conftest import write_config
 
@@ -81,3 +81,21 @@ def test_cli_prints_the_resolved_config_and_reports_bad_keys(
     assert main(["train", str(path), "optim.zloss=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key(s) ['zloss']" in err
+
+
+def test_shared_coercion_converts_yaml_values_and_names_the_key() -> None:
+    from liquidgen.utils.config import coerce
+
+    assert coerce([1, "2e-3"], tuple[int, float], "k") == (1, 0.002)  # YAML's "2e-3" string
+    assert coerce(None, int | None, "k") is None
+    assert coerce([[1, 2]], tuple[tuple[int, int], ...], "k") == ((1, 2),)
+    sizes = {tuple[int, int]: lambda v: (int(v), int(v))}
+    assert coerce(["8", [4, 2]], list[tuple[int, int]], "k", parsers=sizes) == [(8, 8), (4, 2)]
+    for value, hint, message in [
+        (True, int, "k: expected an integer, got True"),  # a bool is not an int in a config
+        ([1], tuple[int, int], "k: expected a list of 2 values"),
+        ([1, "x"], list[int], "k[1]: expected an integer"),
+        ({"a": 1}, OptimConfig, "k: expected a mapping for OptimConfig"),  # no `nested` given
+    ]:
+        with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+            coerce(value, hint, "k")

@@ -10,8 +10,10 @@ from liquidgen.corpora.text import (
     LICENSE,
     SOURCE,
     clean_documents,
+    docstring_documents,
     is_validation,
     load_text_corpus,
+    stdlib_sources,
 )
 from liquidgen.errors import ConfigError
 from liquidgen.world.parse import parse
@@ -101,3 +103,48 @@ def test_cleaning_rules() -> None:
     assert title == "Title"
     assert first.endswith("in practice.") and "[3]" not in first
     assert second.startswith("A bold second")
+
+
+def test_stdlib_docs_adds_the_standard_librarys_docstrings_to_pydoc() -> None:
+    pydoc, larger = load_text_corpus(), load_text_corpus("stdlib-docs")
+    # the same hash split: pydoc's documents keep their side in the larger corpus
+    assert set(pydoc.train) <= set(larger.train)
+    assert set(pydoc.validation) <= set(larger.validation)
+    assert not set(larger.train) & set(larger.validation)
+    assert sum(map(len, larger.train)) > 4 * sum(map(len, pydoc.train))
+    assert "docstrings" in larger.source and larger.source != pydoc.source
+    titles = {doc.split("\n\n", 1)[0] for doc in larger.train + larger.validation}
+    assert {"json", "collections", "argparse"} <= titles  # one document per module
+    assert not {t for t in titles if t.startswith(("test", "idlelib", "encodings."))}
+    with pytest.raises(ConfigError, match="unknown text corpus"):
+        load_text_corpus("wiki")
+
+
+def test_docstring_documents_keep_public_prose_under_qualified_names() -> None:
+    source = (
+        '"""A module about widgets, with enough words in this sentence to be read as prose."""\n'
+        "class Widget:\n"
+        '    """A widget holds parts together, and this sentence says so in plain words."""\n'
+        "    def spin(self):\n"
+        '        """Spin the widget round and round until it is told to stop again.\n\n'
+        '        >>> Widget().spin()\n        """\n'
+        "    def _hidden(self):\n"
+        '        """A private helper that is left out of the corpus even if it is prose."""\n'
+        "def twin():\n"
+        '    """A widget holds parts together, and this sentence says so in plain words."""\n'
+    )
+    docs = docstring_documents({"widgets": source, "broken": "def (:\n"}, min_words=5)
+    assert docs == [
+        "widgets\n\n"
+        "A module about widgets, with enough words in this sentence to be read as prose.\n\n"
+        "Widget\n\nA widget holds parts together, and this sentence says so in plain words.\n\n"
+        "Widget.spin\n\nSpin the widget round and round until it is told to stop again."
+    ]  # private names, doctests and the repeated paragraph are dropped; bad syntax skipped
+
+
+def test_stdlib_sources_skip_tests_and_tools(tmp_path) -> None:
+    for rel in ("json/__init__.py", "json/decoder.py", "test/test_json.py", "idlelib/a.py",
+                "test_x.py", "site-packages/pkg/__init__.py"):  # fmt: skip
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text('"""doc"""\n')
+    assert sorted(stdlib_sources(tmp_path)) == ["json", "json.decoder"]

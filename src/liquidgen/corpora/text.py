@@ -1,6 +1,13 @@
-"""A real English text corpus for the text modality: the Python language reference topics.
+"""Real English text corpora for the text modality, from the Python standard library.
 
-Source: ``pydoc_data.topics`` of the running CPython (the text behind ``help("if")``:
+Two corpora (:data:`CORPORA`), both shipped with every CPython so they need no download:
+
+- ``pydoc`` — the Python language reference topics (below); liquidgen-tiny's corpus.
+- ``stdlib-docs`` — ``pydoc`` plus the docstrings of the standard library's public modules,
+  classes and functions (:func:`docstring_documents`), about 5x more text: enough that a
+  run of a few hundred thousand tokens does not read it many times over.
+
+``pydoc`` source: ``pydoc_data.topics`` of the running CPython (the text behind ``help("if")``:
 prose of the Python Language Reference and Library Reference), shipped with every Python
 build — python.org's installers, Debian's ``libpython3.X-stdlib`` package, and the
 interpreter in this virtualenv — so it needs no download. It is the same text for a given
@@ -20,16 +27,29 @@ are dropped — wrapped lines are joined, footnote marks such as
 section with at least :data:`MIN_WORDS` words of prose. Paragraphs are deduplicated across
 the whole corpus (case- and space-insensitive, first occurrence kept, topics in sorted
 order). The train/validation split hashes each document's text (SHA-256), so it is
-deterministic and does not move when other documents change.
+deterministic and does not move when other documents change (``pydoc``'s validation
+documents are exactly the ``pydoc`` part of ``stdlib-docs``'s).
+
+``stdlib-docs`` source: the ``.py`` files of the running interpreter's standard library
+(``sysconfig``'s ``stdlib`` path; tests, ``idlelib``, ``lib2to3``, ``turtledemo``,
+``ensurepip``, ``encodings`` and ``pydoc_data`` left out), parsed with :mod:`ast` (nothing is
+imported or run). One document per module: its dotted name, then each public docstring
+(module, classes, functions, methods; names starting with ``_`` skipped, dunders kept) under
+its qualified name, keeping only prose paragraphs by the same rules as above, deduplicated
+across the corpus; modules with fewer than :data:`MIN_WORDS` words of prose are dropped.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import re
 import sys
-from collections.abc import Mapping
+import sysconfig
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from liquidgen.errors import ConfigError
 
@@ -37,6 +57,21 @@ SOURCE = (
     f"CPython {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} "
     "standard library, module pydoc_data.topics (Python Language/Library Reference topics)"
 )
+STDLIB_DOCS_SOURCE = (
+    f"CPython {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} "
+    "standard library: pydoc_data.topics plus the docstrings of its public modules"
+)
+CORPORA: tuple[str, ...] = ("pydoc", "stdlib-docs")
+DEFAULT_CORPUS = "pydoc"
+CORPUS_NAMES = {  # how model cards and docs name each corpus
+    "pydoc": "Python's own pydoc",
+    "stdlib-docs": "Python's pydoc topics + the standard library's docstrings",
+}
+# standard-library folders whose docstrings are not the library's documentation
+_SKIPPED_PACKAGES = frozenset(
+    {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "encodings",
+     "pydoc_data", "site-packages", "dist-packages", "__pycache__"}
+)  # fmt: skip
 LICENSE = "PSF License Agreement (Python Software Foundation License Version 2)"
 MIN_WORDS = 40  # sections with less prose than this are dropped
 VALIDATION_FRACTION = 0.1
@@ -131,13 +166,94 @@ def is_validation(document: str, fraction: float = VALIDATION_FRACTION) -> bool:
     return bucket % _HASH_BUCKETS < fraction * _HASH_BUCKETS
 
 
-def load_text_corpus(validation_fraction: float = VALIDATION_FRACTION) -> TextCorpus:
-    """The cleaned ``pydoc_data.topics`` corpus, split train/validation."""
-    if not 0.0 < validation_fraction < 1.0:
-        raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+def _public_docstrings(tree: ast.Module) -> Iterator[tuple[str, str]]:
+    """``(qualified name, docstring)`` of a parsed module's public classes and functions,
+    depth first in source order (methods under their class)."""
+
+    def visit(node: ast.AST, prefix: str) -> Iterator[tuple[str, str]]:
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            name = child.name
+            if name.startswith("_") and not (name.startswith("__") and name.endswith("__")):
+                continue
+            docstring = ast.get_docstring(child)
+            if docstring:
+                yield prefix + name, docstring
+            if isinstance(child, ast.ClassDef):
+                yield from visit(child, f"{prefix}{name}.")
+
+    yield from visit(tree, "")
+
+
+def docstring_documents(sources: Mapping[str, str], min_words: int = MIN_WORDS) -> list[str]:
+    """One document per module from ``{dotted module name: Python source}`` (in sorted
+    order): the module's name, then its docstring and each public docstring under its
+    qualified name, prose paragraphs only, deduplicated across all modules."""
+    seen: set[str] = set()
+    documents: list[str] = []
+    for module in sorted(sources):
+        try:
+            tree = ast.parse(sources[module])
+        except SyntaxError:  # e.g. a file meant for another Python version
+            continue
+        entries = [(module, ast.get_docstring(tree) or ""), *_public_docstrings(tree)]
+        sections, words = [], 0
+        for name, docstring in entries:
+            kept = []
+            for block in re.split(r"\n\s*\n", docstring):
+                lines = [line for line in block.splitlines() if line.strip()]
+                if not lines or not _is_prose(lines):
+                    continue
+                paragraph = _clean_paragraph(lines)
+                key = paragraph.lower()
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(paragraph)
+            if kept:
+                words += sum(len(p.split()) for p in kept)
+                # the module's own docstring sits under the document's title
+                sections.append("\n\n".join(kept if name == module else [name, *kept]))
+        if sections and words >= min_words:
+            documents.append("\n\n".join([module, *sections]))
+    return documents
+
+
+def stdlib_sources(root: Path | None = None) -> dict[str, str]:
+    """``{dotted module name: source}`` of the standard library's documented modules."""
+    root = Path(sysconfig.get_paths()["stdlib"]) if root is None else root
+    sources = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if any(p in _SKIPPED_PACKAGES or p.startswith("test") for p in parts[:-1]):
+            continue
+        if path.name.startswith("test"):
+            continue
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        sources[module] = path.read_text(encoding="utf-8", errors="replace")
+    return sources
+
+
+@functools.lru_cache(maxsize=4)
+def _documents(name: str) -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
     documents = clean_documents(topics)
+    if name == "stdlib-docs":
+        documents += docstring_documents(stdlib_sources())
+    return tuple(documents)
+
+
+def load_text_corpus(
+    name: str = DEFAULT_CORPUS, validation_fraction: float = VALIDATION_FRACTION
+) -> TextCorpus:
+    """The cleaned corpus ``name`` (one of :data:`CORPORA`), split train/validation."""
+    if name not in CORPORA:
+        raise ConfigError(f"unknown text corpus {name!r}; expected one of {', '.join(CORPORA)}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    documents = _documents(name)
     train = tuple(d for d in documents if not is_validation(d, validation_fraction))
     validation = tuple(d for d in documents if is_validation(d, validation_fraction))
-    return TextCorpus(train=train, validation=validation)
+    source = SOURCE if name == "pydoc" else STDLIB_DOCS_SOURCE
+    return TextCorpus(train=train, validation=validation, source=source)

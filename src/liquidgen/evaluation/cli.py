@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from liquidgen.corpora.text import CORPORA, DEFAULT_CORPUS
 from liquidgen.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -104,6 +105,14 @@ def _add_task_args(p: argparse.ArgumentParser, task: str) -> None:
             help="generation sizes to evaluate instead of the checkpoint's buckets (or its "
             "default size); vqa and tokenizer also add the square understanding size",
         )
+    if task in ("text", "all"):
+        p.add_argument(
+            "--corpus",
+            default=DEFAULT_CORPUS,
+            choices=CORPORA,
+            help="held-out real text: pydoc (Python reference topics) or stdlib-docs (that + "
+            "the standard library's docstrings); default: %(default)s",
+        )
     p.add_argument("--limit", type=int, default=None, metavar="K", help=LIMIT_HELP)
     p.add_argument(
         "--batch-size",
@@ -161,6 +170,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         sizes=None if sizes is None else _parse_sizes(sizes),
+        text_corpus=getattr(args, "corpus", DEFAULT_CORPUS),
         progress=not args.quiet,
     )
     out = Path(args.out)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liquidgen.assets import TINY_MODEL
+from liquidgen.corpora.text import CORPORA, DEFAULT_CORPUS
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.evaluation import report
 from liquidgen.evaluation.t2i import (
@@ -80,6 +81,7 @@ class EvalSettings:
     seed: int = 0
     batch_size: int | None = None
     sizes: tuple[tuple[int, int], ...] | None = None
+    text_corpus: str = DEFAULT_CORPUS  # held-out real text of the text task
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -95,6 +97,10 @@ class EvalSettings:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.sizes is not None and not self.sizes:
             raise ConfigError("sizes must not be empty")
+        if self.text_corpus not in CORPORA:
+            raise ConfigError(
+                f"unknown text corpus {self.text_corpus!r}; expected one of {', '.join(CORPORA)}"
+            )
 
     def command(self, model: str | None) -> str:
         """The ``liquidgen eval`` command line that reproduces these settings
@@ -113,6 +119,8 @@ class EvalSettings:
             parts.append(f"--batch-size {self.batch_size}")
         if self.sizes is not None:
             parts.append("--sizes " + ",".join(size_name(s) for s in self.sizes))
+        if "text" in self.tasks and self.text_corpus != DEFAULT_CORPUS:
+            parts.append(f"--corpus {self.text_corpus}")
         parts.append(f"--seed {self.seed}")
         return " ".join(parts)
 
@@ -230,6 +238,7 @@ def run_evaluation(pipe: Pipeline, settings: EvalSettings, *, model: str | None)
                 pipe,
                 limit=settings.limit,
                 batch_size=_batch(settings, DEFAULT_TEXT_BATCH),
+                corpus=settings.text_corpus,
                 progress=settings.progress,
             )
             count = results["text"]["documents"]

@@ -1,7 +1,8 @@
 """Language modelling on held-out real text: perplexity on the corpus's validation split.
 
-The text is :func:`liquidgen.corpora.text.load_text_corpus`'s validation split (prose of the
-Python reference documentation, split from training by a hash of each document), in the
+The text is :func:`liquidgen.corpora.text.load_text_corpus`'s validation split (``pydoc`` by
+default: prose of the Python reference documentation, split from training by a hash of each
+document; ``stdlib-docs`` adds the standard library's docstrings), in the
 text pre-training format ``<bos>{document}<eos>`` cut to the training length. Perplexity is
 ``exp(total negative log-likelihood / predicted tokens)`` over all documents together
 (:meth:`liquidgen.pipeline.Pipeline.perplexity`), computed a batch at a time for the progress
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from liquidgen.corpora.text import DEFAULT_CORPUS
 from liquidgen.errors import ConfigError
 from liquidgen.formats import MAX_TEXT_LEN, text_example
 
@@ -27,13 +29,16 @@ if TYPE_CHECKING:
 DEFAULT_TEXT_BATCH = 8  # documents per forward pass
 
 
-def validation_documents(limit: int | None = None) -> tuple[list[str], str]:
-    """The first ``limit`` validation documents (all when ``None``) and the corpus's source."""
+def validation_documents(
+    limit: int | None = None, corpus_name: str = DEFAULT_CORPUS
+) -> tuple[list[str], str]:
+    """The first ``limit`` validation documents (all when ``None``) of the corpus
+    ``corpus_name`` and its source."""
     from liquidgen.corpora.text import load_text_corpus
 
     if limit is not None and limit < 1:
         raise ConfigError(f"the document limit must be >= 1, got {limit}")
-    corpus = load_text_corpus()
+    corpus = load_text_corpus(corpus_name)
     documents = list(corpus.validation)
     return (documents if limit is None else documents[:limit]), corpus.source
 
@@ -63,13 +68,14 @@ def evaluate_text(
     *,
     limit: int | None = None,
     batch_size: int = DEFAULT_TEXT_BATCH,
+    corpus: str = DEFAULT_CORPUS,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Perplexity and bits per byte of ``pipe`` on the held-out documents, with the
-    document, token and byte counts."""
+    """Perplexity and bits per byte of ``pipe`` on the held-out documents of ``corpus``,
+    with the document, token and byte counts."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    documents, source = validation_documents(limit)
+    documents, source = validation_documents(limit, corpus)
     examples = [_example_ids(pipe, d) for d in documents]  # each document tokenized once here
     total_nll, total_tokens = 0.0, 0
     total_bytes = sum(_spelled_bytes(pipe, ids) for ids in examples)
@@ -87,5 +93,6 @@ def evaluate_text(
         "documents": len(documents),
         "tokens": total_tokens,
         "bytes": total_bytes,
+        "corpus": corpus,
         "source": source,
     }

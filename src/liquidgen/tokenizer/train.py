@@ -47,7 +47,6 @@ import re
 import shutil
 import sys
 import time
-import types
 import typing
 import zipfile
 from collections.abc import Sequence
@@ -86,7 +85,7 @@ from liquidgen.tokenizer.losses import (
 )
 from liquidgen.tokenizer.quantizer import VectorQuantizer
 from liquidgen.tokenizer.vqgan import VQGAN
-from liquidgen.utils.config import apply_overrides, read_yaml_mapping
+from liquidgen.utils.config import apply_overrides, coerce, read_yaml_mapping
 from liquidgen.utils.io import atomic_dir, atomic_path
 
 PIXEL_RANGE = 2.0  # pixels live in [-1, 1]: PSNR peak-to-peak value
@@ -283,41 +282,9 @@ class TrainConfig:
         return out
 
 
-def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check/convert a YAML value to a field's annotated type; ConfigError naming ``key``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):  # "X | None"
-        if value is None:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is float and not isinstance(value, bool):
-        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    if hint is str and isinstance(value, str):
-        return value
-    if origin is tuple:
-        if args == (int, int) and isinstance(value, (str, int)) and not isinstance(value, bool):
-            return parse_size(value)  # sizes: "160x96" or 128
-        if isinstance(value, (list, tuple)):
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-            if len(value) == len(args):
-                return tuple(
-                    _coerce(v, a, f"{key}[{i}]")
-                    for i, (v, a) in enumerate(zip(value, args, strict=True))
-                )
-    raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}")
+    """A YAML value checked against a field's annotation; sizes may be written "160x96"."""
+    return coerce(value, hint, key, parsers={tuple[int, int]: parse_size})
 
 
 def _section(cls: type, data: Any, name: str) -> Any:

@@ -149,7 +149,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=(
             "the dataset: a folder with metadata.jsonl (liquidgen world), a .jsonl file "
             "({image, captions, qa, text} per line), a .txt file (blank-line separated documents), "
-            "easy-vqa:train|test (the easy-vqa package) or pydoc:train|validation (Python docs text)"
+            "easy-vqa:train|test (the easy-vqa package), pydoc:train|validation (Python docs text) "
+            "or stdlib-docs:train|validation (that + the standard library's docstrings)"
         ),
     )
     tok.add_argument("--out", required=True, help="output folder (created; resumable)")

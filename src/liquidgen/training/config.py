@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import yaml
 
 from liquidgen.errors import ConfigError
-from liquidgen.utils.config import apply_overrides, read_yaml_mapping
+from liquidgen.utils.config import apply_overrides, coerce, read_yaml_mapping
 
 MODALITIES = ("text", "t2i", "caption", "vqa", "chat")
 PRECISIONS = ("bf16", "fp32")
@@ -40,68 +39,13 @@ def _check_field_types(obj: Any) -> None:
     """
     hints = typing.get_type_hints(type(obj))
     for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        try:
-            coerced = _coerce(value, hints[field.name])
-        except ConfigError as e:
-            raise ConfigError(f"{type(obj).__name__}.{field.name}: {e}") from None
-        object.__setattr__(obj, field.name, coerced)
+        key = f"{type(obj).__name__}.{field.name}"
+        value = coerce(getattr(obj, field.name), hints[field.name], key, nested=_nested)
+        object.__setattr__(obj, field.name, value)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Return ``value`` converted to ``hint`` (a small subset of typing) or raise ConfigError."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError("; ".join(errors))
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"expected a list, got {value!r}")
-        return [_coerce(v, item) for v in value]
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping for {hint.__name__}, got {value!r}")
-        return _from_dict(hint, value)
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"expected true/false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {hint!r}")  # a bug in this module
+def _nested(cls: type, data: dict[str, Any], key: str) -> Any:
+    return _from_dict(cls, data)
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:

@@ -14,8 +14,9 @@
 - **easy-VQA** (``easy-vqa:train`` / ``easy-vqa:test``): the PyPI package's 64x64 images,
   one record per image with all its questions and the caption derived from them
   (:mod:`liquidgen.corpora.easy_vqa`).
-- **Python documentation text** (``pydoc:train`` / ``pydoc:validation``): the cleaned
-  English corpus of :mod:`liquidgen.corpora.text`.
+- **Python documentation text** (``pydoc:train`` / ``pydoc:validation``, and the larger
+  ``stdlib-docs:train`` / ``stdlib-docs:validation``): the cleaned English corpora of
+  :mod:`liquidgen.corpora.text`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from liquidgen.corpora.text import CORPORA
 from liquidgen.errors import ConfigError
 from liquidgen.tokenizer import load_image
 from liquidgen.training.data import RawItem
@@ -171,19 +173,19 @@ class EasyVQASource:
         return self.items[index]
 
 
-class PydocSource:
-    """The cleaned Python-documentation corpus (``train`` or ``validation`` split)."""
+class TextCorpusSource:
+    """A cleaned Python-documentation corpus (``pydoc`` or ``stdlib-docs``), one split."""
 
     has_images = False
 
-    def __init__(self, split: str) -> None:
+    def __init__(self, name: str, split: str) -> None:
         from liquidgen.corpora.text import load_text_corpus
 
-        corpus = load_text_corpus()
         if split not in ("train", "validation"):
-            raise ConfigError(f"pydoc split must be train or validation, got {split!r}")
+            raise ConfigError(f"{name} split must be train or validation, got {split!r}")
+        corpus = load_text_corpus(name)
         self.docs = corpus.train if split == "train" else corpus.validation
-        self.description = f"pydoc:{split}:{corpus.source}"
+        self.description = f"{name}:{split}:{corpus.source}"
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -192,7 +194,7 @@ class PydocSource:
         return RawItem(id=str(index), text=self.docs[index])
 
 
-RawInput = JsonlSource | TextFileSource | EasyVQASource | PydocSource
+RawInput = JsonlSource | TextFileSource | EasyVQASource | TextCorpusSource
 
 
 def open_input(spec: str) -> RawInput:
@@ -200,8 +202,8 @@ def open_input(spec: str) -> RawInput:
     kind, sep, split = spec.partition(":")
     if sep and kind == "easy-vqa":
         return EasyVQASource(split)
-    if sep and kind == "pydoc":
-        return PydocSource(split)
+    if sep and kind in CORPORA:
+        return TextCorpusSource(kind, split)
     path = Path(spec)
     if path.is_dir():
         if not (path / METADATA_FILE).is_file():
@@ -212,5 +214,5 @@ def open_input(spec: str) -> RawInput:
     if path.suffix == ".txt":
         return TextFileSource(path)
     raise ConfigError(
-        f"{spec}: expected a folder with {METADATA_FILE}, a .jsonl or .txt file, easy-vqa:SPLIT or pydoc:SPLIT"
+        f"{spec}: expected a folder with {METADATA_FILE}, a .jsonl or .txt file, easy-vqa:SPLIT, pydoc:SPLIT or stdlib-docs:SPLIT"
     )
