@@ -61,7 +61,8 @@ STDLIB_DOCS_SOURCE = (
     f"CPython {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} "
     "standard library: pydoc_data.topics plus the docstrings of its public modules"
 )
-CORPORA: tuple[str, ...] = ("pydoc", "stdlib-docs")
+_SOURCES = {"pydoc": SOURCE, "stdlib-docs": STDLIB_DOCS_SOURCE}
+CORPORA: tuple[str, ...] = tuple(_SOURCES)
 DEFAULT_CORPUS = "pydoc"
 CORPUS_NAMES = {  # how model cards and docs name each corpus
     "pydoc": "Python's own pydoc",
@@ -70,7 +71,7 @@ CORPUS_NAMES = {  # how model cards and docs name each corpus
 # standard-library folders whose docstrings are not the library's documentation
 _SKIPPED_PACKAGES = frozenset(
     {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "encodings",
-     "pydoc_data", "site-packages", "dist-packages", "__pycache__"}
+     "pydoc_data", "site-packages", "dist-packages"}
 )  # fmt: skip
 LICENSE = "PSF License Agreement (Python Software Foundation License Version 2)"
 MIN_WORDS = 40  # sections with less prose than this are dropped
@@ -143,18 +144,32 @@ def _sections(topic: str) -> list[tuple[str, list[str]]]:
     return sections
 
 
+def check_corpus(name: str, key: str | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is one of :data:`CORPORA` (the message
+    names the config ``key`` that gave it, when there is one)."""
+    if name not in CORPORA:
+        where = f"{key} {name!r}:" if key else f"unknown text corpus {name!r};"
+        raise ConfigError(f"{where} expected one of {', '.join(CORPORA)}")
+
+
+def _unseen(paragraphs: list[str], seen: set[str]) -> list[str]:
+    """The paragraphs not met before (case- and space-insensitive); records them in ``seen``."""
+    kept = []
+    for paragraph in paragraphs:
+        key = re.sub(r"\s+", " ", paragraph.lower())
+        if key not in seen:
+            seen.add(key)
+            kept.append(paragraph)
+    return kept
+
+
 def clean_documents(topics: Mapping[str, str], min_words: int = MIN_WORDS) -> list[str]:
     """Deduplicated prose documents (title line, blank line, paragraphs) from raw topics."""
     seen: set[str] = set()
     documents: list[str] = []
     for name in sorted(topics):
         for title, paragraphs in _sections(topics[name]):
-            kept = []
-            for paragraph in paragraphs:
-                key = re.sub(r"\s+", " ", paragraph.lower())
-                if key not in seen:
-                    seen.add(key)
-                    kept.append(paragraph)
+            kept = _unseen(paragraphs, seen)
             if sum(len(p.split()) for p in kept) >= min_words:
                 documents.append("\n\n".join([title, *kept] if title else kept))
     return documents
@@ -200,16 +215,11 @@ def docstring_documents(sources: Mapping[str, str], min_words: int = MIN_WORDS) 
         entries = [(module, ast.get_docstring(tree) or ""), *_public_docstrings(tree)]
         sections, words = [], 0
         for name, docstring in entries:
-            kept = []
-            for block in re.split(r"\n\s*\n", docstring):
-                lines = [line for line in block.splitlines() if line.strip()]
-                if not lines or not _is_prose(lines):
-                    continue
-                paragraph = _clean_paragraph(lines)
-                key = paragraph.lower()
-                if key not in seen:
-                    seen.add(key)
-                    kept.append(paragraph)
+            blocks = [
+                [ln for ln in b.splitlines() if ln.strip()] for b in re.split(r"\n\s*\n", docstring)
+            ]
+            prose = [_clean_paragraph(b) for b in blocks if b and _is_prose(b)]
+            kept = _unseen(prose, seen)
             if kept:
                 words += sum(len(p.split()) for p in kept)
                 # the module's own docstring sits under the document's title
@@ -248,12 +258,10 @@ def load_text_corpus(
     name: str = DEFAULT_CORPUS, validation_fraction: float = VALIDATION_FRACTION
 ) -> TextCorpus:
     """The cleaned corpus ``name`` (one of :data:`CORPORA`), split train/validation."""
-    if name not in CORPORA:
-        raise ConfigError(f"unknown text corpus {name!r}; expected one of {', '.join(CORPORA)}")
+    check_corpus(name)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     documents = _documents(name)
     train = tuple(d for d in documents if not is_validation(d, validation_fraction))
     validation = tuple(d for d in documents if is_validation(d, validation_fraction))
-    source = SOURCE if name == "pydoc" else STDLIB_DOCS_SOURCE
-    return TextCorpus(train=train, validation=validation, source=source)
+    return TextCorpus(train=train, validation=validation, source=_SOURCES[name])

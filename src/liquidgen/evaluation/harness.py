@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liquidgen.assets import TINY_MODEL
-from liquidgen.corpora.text import CORPORA, DEFAULT_CORPUS
+from liquidgen.corpora.text import DEFAULT_CORPUS, check_corpus
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.evaluation import report
 from liquidgen.evaluation.t2i import (
@@ -97,10 +97,7 @@ class EvalSettings:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.sizes is not None and not self.sizes:
             raise ConfigError("sizes must not be empty")
-        if self.text_corpus not in CORPORA:
-            raise ConfigError(
-                f"unknown text corpus {self.text_corpus!r}; expected one of {', '.join(CORPORA)}"
-            )
+        check_corpus(self.text_corpus)
 
     def command(self, model: str | None) -> str:
         """The ``liquidgen eval`` command line that reproduces these settings

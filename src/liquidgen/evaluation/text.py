@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from liquidgen.corpora.text import DEFAULT_CORPUS
+from liquidgen.corpora.text import DEFAULT_CORPUS, load_text_corpus
 from liquidgen.errors import ConfigError
 from liquidgen.formats import MAX_TEXT_LEN, text_example
 
@@ -34,8 +34,6 @@ def validation_documents(
 ) -> tuple[list[str], str]:
     """The first ``limit`` validation documents (all when ``None``) of the corpus
     ``corpus_name`` and its source."""
-    from liquidgen.corpora.text import load_text_corpus
-
     if limit is not None and limit < 1:
         raise ConfigError(f"the document limit must be >= 1, got {limit}")
     corpus = load_text_corpus(corpus_name)

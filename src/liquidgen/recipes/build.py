@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from liquidgen.corpora.text import CORPORA, CORPUS_NAMES, DEFAULT_CORPUS
+from liquidgen.corpora.text import CORPORA, CORPUS_NAMES, DEFAULT_CORPUS, check_corpus
 from liquidgen.errors import ConfigError, LiquidgenError
 from liquidgen.utils.config import read_yaml_mapping
 from liquidgen.utils.io import atomic_dir
@@ -98,10 +98,7 @@ class Recipe:
                 "a recipe needs either `base` (a pretrained LLM) or both `backbone` and "
                 "`text_tokenizer` (from scratch)"
             )
-        if self.text_corpus not in CORPORA:
-            raise ConfigError(
-                f"text_corpus {self.text_corpus!r}: expected one of {', '.join(CORPORA)}"
-            )
+        check_corpus(self.text_corpus, "text_corpus")
         if "pretrained" not in self.tokenizer and "config" not in self.tokenizer:
             raise ConfigError("tokenizer needs `config` (to train one) or `pretrained` (a folder)")
 

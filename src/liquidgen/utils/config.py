@@ -3,6 +3,7 @@ checking parsed values against a config dataclass's annotations."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import types
@@ -133,11 +134,9 @@ def coerce(
             return value
         if isinstance(value, dict) and nested is not None:
             return nested(hint, value, key)
-    elif hint is float and not isinstance(value, bool) and isinstance(value, int | float | str):
-        try:
+    elif hint is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):  # a non-number string falls to the error below
             return float(value)
-        except ValueError:
-            pass
     elif hint in (int, bool, str) and type(value) is hint:
         return value  # type(), not isinstance: True is not an int here
     elif not (origin in (list, tuple) or hint in (float, int, bool, str)):
