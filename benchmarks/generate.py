@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel, Qwen2Config
 
-from liquidgen.generation import generate_image_tokens, left_pad
+from liquidgen.generation import cache_kwargs, generate_image_tokens, left_pad
 from liquidgen.sampling import (
     DEFAULT_CFG_SCALE,
     DEFAULT_TEMPERATURE,
@@ -104,8 +104,9 @@ def reference_loop(
     drawn = []
     with torch.no_grad():
         out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache
-        )
+            input_ids=ids, attention_mask=mask, position_ids=positions,
+            **cache_kwargs(model, cache),
+        )  # fmt: skip
         next_position = positions[:, -1:] + 1  # (2, 1)
         for i in range(n_tokens):
             logits = out.logits[:, -1]  # (2, V)
@@ -120,7 +121,7 @@ def reference_loop(
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(
                 input_ids=torch.cat([token, token]), attention_mask=mask,
-                position_ids=next_position, past_key_values=cache,
+                position_ids=next_position, **cache_kwargs(model, cache),
             )  # fmt: skip
             next_position = next_position + 1
     return torch.cat(drawn, dim=1) - layout.image_offset

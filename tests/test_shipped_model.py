@@ -50,8 +50,8 @@ def test_generated_images_follow_simple_prompts_at_every_bucket(pipe: Pipeline) 
         for spec, (image,) in zip(specs, images, strict=True):
             assert image.size == (width, height)
             verdicts.append(score_image(spec, image)[0])
-    # shipped weights: 8 / 12 (model card: single object 0.69, two objects 0.38 overall)
-    assert sum(verdicts) >= 6, f"{sum(verdicts)}/{len(verdicts)} follow"
+    # shipped weights: 4 / 12 (model card: single object 0.57, two objects 0.31 overall)
+    assert sum(verdicts) >= 3, f"{sum(verdicts)}/{len(verdicts)} follow"
 
 
 def test_answers_about_world_and_easy_vqa_images(pipe: Pipeline) -> None:
@@ -59,12 +59,12 @@ def test_answers_about_world_and_easy_vqa_images(pipe: Pipeline) -> None:
     items = world_items("world", 12, [(side, side)]) + easy_vqa_items(8)
     answers = pipe.answers([i.image for i in items], [i.question for i in items])
     right = [score_answer(i.answer, a) for i, a in zip(items, answers, strict=True)]
-    # shipped weights: 10 / 20 (world 4 / 12, easy-vqa 6 / 8); chance is about 1 / 5
-    assert sum(right) >= 8, answers
+    # shipped weights: 15 / 20 (world 8 / 12, easy-vqa 7 / 8); chance is about 1 / 5
+    assert sum(right) >= 12, answers
 
 
 def test_chat_runs_through_the_template(pipe: Pipeline) -> None:
-    # the tiny model's text is poor (held-out perplexity ~2500, model card): only the path
+    # the tiny model's text is poor (held-out perplexity ~41, model card): only the path
     reply = pipe.chat([{"role": "user", "content": "What does the len function return?"}])
     assert isinstance(reply, str) and reply.strip()
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, Protocol
 
@@ -70,6 +72,22 @@ _REPLACEMENT_CHAR = "\ufffd"
 ProgressFn = Callable[[int, int], None]  # (tokens drawn so far, total)
 
 
+@functools.cache
+def _cache_keyword(forward: Callable[..., object]) -> str:
+    """Name of the KV-cache argument of a model's ``forward``.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns and is
+    removed in 5.40); the supported range straddles the rename, so ask the signature.
+    """
+    parameters = inspect.signature(forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_kwargs(module: torch.nn.Module, cache: DynamicCache | None) -> dict[str, object]:
+    """``{<cache keyword>: cache}`` for ``module``'s forward, whichever transformers names it."""
+    return {_cache_keyword(type(module).forward): cache}
+
+
 class LogitsFn(Protocol):
     """One forward step: tokens in, next-token logits of the last position out."""
 
@@ -100,9 +118,9 @@ class FullVocabLogits:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=cache is not None,
             logits_to_keep=1,
+            **cache_kwargs(self.model, cache),
         )
         return out.logits[:, -1]  # (R, V)
 
@@ -146,8 +164,8 @@ class ImageRowLogits:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=cache is not None,
+            **cache_kwargs(self.decoder, cache),
         )
         hidden = out.last_hidden_state[:, -1]  # (R, H)
         logits = F.linear(hidden, self.weight, self.bias)  # (R, K)

@@ -111,7 +111,9 @@ def test_evaluations_measure_the_recipes_text_corpus_unless_told_otherwise() -> 
     assert recipe.text_corpus == "stdlib-docs"
     assert recipe.eval_settings() == {"text_corpus": "stdlib-docs"}
     tiny = Recipe.load(REPO / "configs/liquidgen-tiny/recipe.yaml")
-    assert tiny.text_corpus == "pydoc" and tiny.eval_settings()["text_corpus"] == "pydoc"
+    assert tiny.eval_settings()["text_corpus"] == tiny.text_corpus == "stdlib-docs"
+    on_pydoc = Recipe.load(REPO / "configs/liquidgen-tiny/recipe.yaml", {"text_corpus": "pydoc"})
+    assert on_pydoc.eval_settings()["text_corpus"] == "pydoc"
     told = Recipe.load(
         REPO / "configs/smollm2-liquid/recipe.yaml", {"evaluation": {"text_corpus": "pydoc"}}
     )
@@ -133,3 +135,22 @@ def test_only_the_datasets_the_training_mixture_reads_are_built(tmp_path: Path) 
     }
     assert _used_datasets(config, work) == {"pydoc-train", "pydoc-validation", "easy-vqa-train"}
     assert _used_datasets({}, work) == set()
+
+
+def test_stage_clock_records_a_running_stage_before_it_ends(tmp_path: Path) -> None:
+    """A build killed mid-stage (no cleanup) must still have recorded most of its time."""
+    import time
+
+    from liquidgen.recipes.build import _StageClock
+
+    (tmp_path / "stage_times.json").write_text(json.dumps({"1-tokenizer": 10.0}))
+    clock = _StageClock(tmp_path, flush_every=0.05)
+    with clock.stage("1-tokenizer"):
+        time.sleep(0.4)
+        running = json.loads((tmp_path / "stage_times.json").read_text())
+        assert 10.1 <= running["1-tokenizer"] <= 10.5  # flushed while the stage runs
+    with clock.stage("2-world"):
+        pass
+    final = json.loads((tmp_path / "stage_times.json").read_text())
+    assert 10.4 <= final["1-tokenizer"] < 11.0 and final["2-world"] < 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage_times.json"]  # no temp file

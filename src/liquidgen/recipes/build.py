@@ -43,6 +43,7 @@ import json
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,22 +151,44 @@ def _log(message: str) -> None:
 
 
 class _StageClock:
-    """Adds each stage's wall-clock seconds to ``work/stage_times.json`` (kept across reruns)."""
+    """Adds each stage's wall-clock seconds to ``work/stage_times.json`` (kept across reruns).
 
-    def __init__(self, work: Path) -> None:
+    The running stage's time is also flushed every ``flush_every`` seconds, so a build killed
+    without a chance to clean up (SIGKILL, a machine that stops) still records the time it
+    spent, to within ``flush_every``, and a resumed build adds to it.
+    """
+
+    def __init__(self, work: Path, flush_every: float = 30.0) -> None:
         self.path = work / "stage_times.json"
+        self.flush_every = flush_every
         self.times: dict[str, float] = (
             json.loads(self.path.read_text()) if self.path.is_file() else {}
         )
 
+    def _write(self, times: dict[str, float]) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(times, indent=2) + "\n")
+        tmp.replace(self.path)
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.time()
+        before = self.times.get(name, 0.0)
+        done = threading.Event()
+
+        def flush() -> None:
+            while not done.wait(self.flush_every):
+                self._write({**self.times, name: round(before + time.time() - start, 1)})
+
+        flusher = threading.Thread(target=flush, name=f"stage-clock-{name}", daemon=True)
+        flusher.start()
         try:
             yield
         finally:
-            self.times[name] = round(self.times.get(name, 0.0) + time.time() - start, 1)
-            self.path.write_text(json.dumps(self.times, indent=2) + "\n")
+            done.set()
+            flusher.join()
+            self.times[name] = round(before + time.time() - start, 1)
+            self._write(self.times)
 
 
 def _corpus_texts(world_dir: Path, corpus_name: str) -> list[str]:
