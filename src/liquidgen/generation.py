@@ -73,19 +73,27 @@ ProgressFn = Callable[[int, int], None]  # (tokens drawn so far, total)
 
 
 @functools.cache
-def _cache_keyword(forward: Callable[..., object]) -> str:
-    """Name of the KV-cache argument of a model's ``forward``.
+def _cache_keyword(model_class: type) -> str:
+    """Name of the KV-cache argument of ``model_class.forward``.
 
     transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns and is
-    removed in 5.40); the supported range straddles the rename, so ask the signature.
+    removed in 5.40); the supported range straddles the rename, so ask the signature. A
+    subclass whose ``forward(*args, **kwargs)`` names neither defers to its bases.
     """
-    parameters = inspect.signature(forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+    for klass in model_class.__mro__:
+        forward = vars(klass).get("forward")
+        if forward is None:
+            continue
+        parameters = inspect.signature(forward).parameters
+        for name in ("cache", "past_key_values"):
+            if name in parameters:
+                return name
+    return "past_key_values"
 
 
 def cache_kwargs(module: torch.nn.Module, cache: DynamicCache | None) -> dict[str, object]:
     """``{<cache keyword>: cache}`` for ``module``'s forward, whichever transformers names it."""
-    return {_cache_keyword(type(module).forward): cache}
+    return {_cache_keyword(type(module)): cache}
 
 
 class LogitsFn(Protocol):

@@ -12,6 +12,7 @@ from liquidgen.errors import ConfigError
 from liquidgen.generation import (
     FullVocabLogits,
     ImageRowLogits,
+    cache_kwargs,
     decode_one_token,
     generate_image_tokens,
     generate_text,
@@ -286,3 +287,18 @@ def test_sampled_text_is_seeded_and_capped_to_the_context(
         generate_text(qwen, word_tokenizer, [1] * CONTEXT)
     with pytest.raises(ConfigError, match="temperature"):
         generate_text(qwen, word_tokenizer, short, greedy=False, temperature=0.0)
+
+
+def test_cache_keyword_follows_the_forward_signature() -> None:
+    class NewName(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, cache: object = None) -> None: ...
+
+    class OldName(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, past_key_values: object = None) -> None: ...
+
+    class Wrapper(NewName):  # names neither: its base decides
+        def forward(self, *args: object, **kwargs: object) -> None: ...
+
+    assert cache_kwargs(NewName(), None) == {"cache": None}
+    assert cache_kwargs(OldName(), None) == {"past_key_values": None}
+    assert cache_kwargs(Wrapper(), None) == {"cache": None}
