@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from liquidgen.recipes.build import Recipe, run
+from liquidgen.recipes.build import Recipe, _substitute, run
+from liquidgen.training import load_config
+from liquidgen.utils.config import read_yaml_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,3 +156,16 @@ def test_stage_clock_records_a_running_stage_before_it_ends(tmp_path: Path) -> N
     final = json.loads((tmp_path / "stage_times.json").read_text())
     assert 10.4 <= final["1-tokenizer"] < 11.0 and final["2-world"] < 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage_times.json"]  # no temp file
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (REPO / "configs").rglob("*.yaml") if "work_dir:" in p.read_text()),
+    ids=lambda p: str(p.relative_to(REPO / "configs")),
+)
+def test_every_shipped_recipe_and_its_training_config_load(path: Path, tmp_path: Path) -> None:
+    recipe = Recipe.load(path)
+    train_cfg = _substitute(read_yaml_mapping(REPO / recipe.train["config"]), tmp_path)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_cfg))
+    config = load_config(tmp_path / "train.yaml", recipe.train.get("overrides", []))
+    assert config.max_steps > 0 and config.data.sources
