@@ -39,7 +39,9 @@ def two_runs(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def test_eval_all_writes_every_output(two_runs: tuple[Path, Path], tiny_dir: Path) -> None:
     out = two_runs[0]
     results = json.loads((out / "results.json").read_text())
-    assert results["command"] == (f"liquidgen eval all --model {tiny_dir} --n 1 --limit 2 --seed 0")
+    assert results["command"] == (
+        f"liquidgen eval all --model {tiny_dir} --n 1 --limit 2 --corpus stdlib-docs --seed 0"
+    )
     assert results["settings"]["tasks"] == ["t2i", "vqa", "text", "tokenizer"]
     t2i = results["t2i"]
     assert t2i["sizes"] == ["32x32", "48x32"]
@@ -128,10 +130,13 @@ def test_settings_validate_and_name_their_command() -> None:
         settings.command("m")
         == "liquidgen eval t2i --model m --n 2 --limit 3 --sizes 32x32,48x32 --seed 0"
     )
-    assert EvalSettings(tasks=("text",)).command(None) == "liquidgen eval text --seed 0"
     assert (
-        EvalSettings(tasks=("text",), text_corpus="stdlib-docs").command(None)
+        EvalSettings(tasks=("text",)).command(None)
         == "liquidgen eval text --corpus stdlib-docs --seed 0"
+    )
+    assert (
+        EvalSettings(tasks=("text",), text_corpus="pydoc").command(None)
+        == "liquidgen eval text --corpus pydoc --seed 0"
     )
     with pytest.raises(ConfigError, match="unknown text corpus"):
         EvalSettings(text_corpus="wiki")
@@ -160,9 +165,9 @@ def test_text_perplexity_pools_batches_exactly(tiny_pipe: Pipeline) -> None:
     assert result["bytes"] == covered and covered <= sum(len(d.encode()) for d in documents)
     with pytest.raises(ConfigError):
         validation_documents(0)
-    larger = evaluate_text(tiny_pipe, limit=2, corpus="stdlib-docs", progress=False)
-    assert larger["corpus"] == "stdlib-docs" and result["corpus"] == "pydoc"
-    assert larger["source"] != result["source"] and larger["documents"] == 2
+    smaller = evaluate_text(tiny_pipe, limit=2, corpus="pydoc", progress=False)
+    assert smaller["corpus"] == "pydoc" and result["corpus"] == "stdlib-docs"  # the default
+    assert smaller["source"] != result["source"] and smaller["documents"] == 2
 
 
 class LosslessVQ(torch.nn.Module):

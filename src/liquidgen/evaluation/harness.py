@@ -116,7 +116,7 @@ class EvalSettings:
             parts.append(f"--batch-size {self.batch_size}")
         if self.sizes is not None:
             parts.append("--sizes " + ",".join(size_name(s) for s in self.sizes))
-        if "text" in self.tasks and self.text_corpus != DEFAULT_CORPUS:
+        if "text" in self.tasks:  # always named: the command must outlive a default change
             parts.append(f"--corpus {self.text_corpus}")
         parts.append(f"--seed {self.seed}")
         return " ".join(parts)

@@ -1,8 +1,9 @@
 """Language modelling on held-out real text: perplexity on the corpus's validation split.
 
-The text is :func:`liquidgen.corpora.text.load_text_corpus`'s validation split (``pydoc`` by
-default: prose of the Python reference documentation, split from training by a hash of each
-document; ``stdlib-docs`` adds the standard library's docstrings), in the
+The text is :func:`liquidgen.corpora.text.load_text_corpus`'s validation split
+(``stdlib-docs`` by default: prose of the Python reference documentation and of the standard
+library's docstrings, split from training by a hash of each document; ``pydoc`` is the
+reference documentation alone), in the
 text pre-training format ``<bos>{document}<eos>`` cut to the training length. Perplexity is
 ``exp(total negative log-likelihood / predicted tokens)`` over all documents together
 (:meth:`liquidgen.pipeline.Pipeline.perplexity`), computed a batch at a time for the progress
