@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from liquidgen.evaluation.t2i import SPLIT_TAGS, SPLITS, TAGS, WORLD_SPLIT, prompt_set, score_image
+from liquidgen.evaluation.t2i import SPLIT_TAGS, SPLITS, prompt_set, score_image
 from liquidgen.pipeline import Pipeline
-from liquidgen.world.text import PromptSpec, sample_spec
+from liquidgen.world.text import PromptSpec
 
 VALIDATION_SEEDS = {"seen": 720_001, "heldout": 720_002}  # not the harness's PROMPT_SEEDS
 KNOBS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float}
@@ -37,21 +37,7 @@ KNOBS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float}
 def validation_prompts(per_tag: int) -> dict[str, list[PromptSpec]]:
     """``per_tag`` distinct prompts per split and category, none of them in the harness's set."""
     taken = {spec.prompt for specs in prompt_set().values() for spec in specs}
-    out: dict[str, list[PromptSpec]] = {}
-    for split in SPLITS:
-        specs: list[PromptSpec] = []
-        for tag in SPLIT_TAGS[split]:
-            rng = np.random.default_rng([VALIDATION_SEEDS[split], TAGS.index(tag)])
-            chosen: dict[str, PromptSpec] = {}
-            for _ in range(200 * per_tag):
-                spec = sample_spec(rng, tag, WORLD_SPLIT[split])
-                if spec.prompt not in taken:
-                    chosen.setdefault(spec.prompt, spec)
-                if len(chosen) == per_tag:
-                    break
-            specs += chosen.values()
-        out[split] = specs
-    return out
+    return prompt_set(per_tag, seeds=VALIDATION_SEEDS, exclude=taken, draws_per_prompt=200)
 
 
 def parse_setting(text: str) -> dict[str, Any]:

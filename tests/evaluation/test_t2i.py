@@ -72,6 +72,11 @@ def test_prompt_set_is_fixed_distinct_and_split_by_composition() -> None:
     assert sum(s.tag == "colors" for s in big["heldout"]) == 6
     with pytest.raises(ConfigError):
         prompt_set(0)
+    # other seeds and an exclusion list give a disjoint set drawn the same way (validation)
+    taken = {s.prompt for split in t2i.SPLITS for s in big[split]}
+    other = prompt_set(4, seeds={"seen": 1, "heldout": 2}, exclude=taken)
+    assert other["seen"] and not {s.prompt for split in t2i.SPLITS for s in other[split]} & taken
+    assert not any(s.tag == "single_object" for s in other["seen"])  # all six are taken
 
 
 def test_perfect_generations_score_one_everywhere() -> None:

@@ -23,7 +23,7 @@ at every size, whatever the batching, so reruns give the same images.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -102,19 +102,30 @@ def size_name(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def prompt_set(prompts_per_tag: int = DEFAULT_PROMPTS_PER_TAG) -> dict[str, list[PromptSpec]]:
-    """The fixed prompts of each split: up to ``prompts_per_tag`` distinct prompts per category."""
+def prompt_set(
+    prompts_per_tag: int = DEFAULT_PROMPTS_PER_TAG,
+    *,
+    seeds: Mapping[str, int] = PROMPT_SEEDS,
+    exclude: Collection[str] = (),
+    draws_per_prompt: int = DRAWS_PER_PROMPT,
+) -> dict[str, list[PromptSpec]]:
+    """The fixed prompts of each split: up to ``prompts_per_tag`` distinct prompts per category.
+
+    ``seeds`` (one per split) and ``exclude`` (prompt texts never chosen) draw other sets the
+    same way, e.g. validation prompts disjoint from the evaluation's (benchmarks/t2i_sampling.py).
+    """
     if prompts_per_tag < 1:
         raise ConfigError(f"prompts per category must be >= 1, got {prompts_per_tag}")
     prompts: dict[str, list[PromptSpec]] = {}
     for split in SPLITS:
         specs: list[PromptSpec] = []
         for tag in SPLIT_TAGS[split]:
-            rng = np.random.default_rng([PROMPT_SEEDS[split], TAGS.index(tag)])
+            rng = np.random.default_rng([seeds[split], TAGS.index(tag)])
             chosen: dict[str, PromptSpec] = {}
-            for _ in range(DRAWS_PER_PROMPT * prompts_per_tag):
+            for _ in range(draws_per_prompt * prompts_per_tag):
                 spec = sample_spec(rng, tag, WORLD_SPLIT[split])
-                chosen.setdefault(spec.prompt, spec)
+                if spec.prompt not in exclude:
+                    chosen.setdefault(spec.prompt, spec)
                 if len(chosen) == prompts_per_tag:
                     break
             specs += chosen.values()
