@@ -3,15 +3,20 @@
 Each feature module exposes ``register(subparsers)`` which adds its subcommand(s) and
 sets ``func`` on the parsed namespace. Only the module of the command being run is
 imported (``liquidgen --help`` lists every command from :data:`COMMANDS` without loading
-torch). :func:`main` turns :class:`LiquidgenError` into one line on stderr and exit status 2.
+torch). :func:`main` turns :class:`LiquidgenError` into one line on stderr and exit status 2;
+so are usage errors (every subparser is a :class:`OneLineParser`; ``--help`` shows the
+usage) and the file system's refusals (permission denied, read-only, no space left, ...),
+which are the environment's doing, not bugs. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from liquidgen import __version__
 from liquidgen.errors import LiquidgenError
@@ -56,6 +61,48 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# File-system errors a user causes or the machine imposes: reported in one line, exit 2.
+USER_OS_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.ENOTEMPTY,
+        errno.ENAMETOOLONG,
+        errno.EBUSY,
+        errno.EFBIG,
+        errno.EMFILE,
+        errno.ENOENT,
+        errno.ELOOP,
+        errno.EXDEV,
+    }
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: its lines joined with "; " (blank lines and indents dropped)."""
+    lines = [line.strip() for line in str(message).splitlines()]
+    return "; ".join(line for line in lines if line) or type(message).__name__
+
+
+def _os_error_line(e: OSError) -> str:
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    reason = e.strerror or str(e)
+    return f"{where}: {reason}" if where else reason
+
+
 def _chosen_command(argv: Sequence[str]) -> str | None:
     """The subcommand named on the command line (first non-option argument), if any."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -64,7 +111,7 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the ``liquidgen`` parser; the chosen command's module is loaded, others listed."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="liquidgen",
         description="Liquid: one LLM that generates images, answers questions about them and writes text.",
     )
@@ -90,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except LiquidgenError as e:
-        print(f"liquidgen: error: {e}", file=sys.stderr)
+        print(f"liquidgen: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in USER_OS_ERRNOS:
+            raise
+        print(f"liquidgen: error: {one_line(_os_error_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("liquidgen: interrupted", file=sys.stderr)

@@ -27,3 +27,11 @@ class ShapeError(LiquidgenError):
 
 class CodeRangeError(LiquidgenError):
     """Image codes lie outside ``[0, codebook_size)``."""
+
+
+class OutputError(LiquidgenError):
+    """An output location cannot be written, or holds files liquidgen may not replace.
+
+    A command replaces only what it recognises as its own earlier output, or what the user
+    allowed with ``--overwrite`` (see docs/reliability.md).
+    """

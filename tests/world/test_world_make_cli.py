@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from liquidgen.cli import main
-from liquidgen.errors import ConfigError
+from liquidgen.errors import ConfigError, OutputError
 from liquidgen.world.make import (
     MANIFEST_FILE,
     METADATA_FILE,
@@ -68,7 +68,7 @@ def test_write_dataset_refuses_foreign_folders(tmp_path: Path) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not a world dataset"):
+    with pytest.raises(OutputError, match="not an earlier world dataset"):
         write_dataset(folder, 2, SIZES, seed=0, progress=False)
     assert (folder / "notes.txt").read_text() == "keep me"
     write_dataset(tmp_path / "ds", 2, SIZES, seed=0, progress=False)

@@ -112,7 +112,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
         parse("image.png")  # type: ignore[arg-type]
     bad = tmp_path / "bad.png"
     bad.write_text("not a png")
-    with pytest.raises(ImageReadError, match="not a readable image"):
+    with pytest.raises(ImageReadError, match="not an image"):
         load_image(bad)
     with pytest.raises(ImageReadError, match="no such file"):
         load_image(tmp_path / "missing.png")

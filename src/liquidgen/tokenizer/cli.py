@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from liquidgen.errors import CheckpointError, CodeRangeError, ConfigError
-from liquidgen.tokenizer.evaluate import parse_size
+from liquidgen.errors import CheckpointError, CodeRangeError
 from liquidgen.tokenizer.images import (
     load_image,
     pil_to_tensor,
@@ -18,26 +17,19 @@ from liquidgen.tokenizer.images import (
     tensor_to_pil,
 )
 from liquidgen.tokenizer.vqgan import VQGAN
-from liquidgen.utils.io import atomic_path
+from liquidgen.utils.args import size_arg
+from liquidgen.utils.io import atomic_path, check_output_file, prepare_output_dir
+from liquidgen.utils.limits import check_batch, check_code_grid, check_image_pixels, max_pixels
 
-
-def _parse_size(text: str) -> tuple[int, int]:
-    """'256' or '160x96' (width x height) -> (width, height), as an argparse type."""
-    try:
-        return parse_size(text)
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def _check_output_dir(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise ConfigError(f"output folder {path.parent} does not exist")
+_CODES_EXAMPLE = '{"grid": [h, w], "codes": [[...], ...]}'
+VQ_MARKERS = ("config.json", "model.safetensors")  # what `convert` writes, and nothing else
 
 
 def _load_pixels(path: Path, size: tuple[int, int] | None) -> torch.Tensor:
     img = load_image(path)
     if size is not None:
         img = preprocess_generation(img, size)
+    check_image_pixels(*img.size, f"{path}: image")  # without --size the image is used as is
     return pil_to_tensor(img)  # (1, 3, H, W)
 
 
@@ -45,6 +37,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if not (src / "vqgan.yaml").is_file() or not (src / "vqgan.ckpt").is_file():
         raise CheckpointError(f"{src}: expected the authors' vqgan.yaml + vqgan.ckpt")
+    prepare_output_dir(dst, VQ_MARKERS, overwrite=args.overwrite, what="tokenizer", exact=True)
     model = VQGAN.from_pretrained(src)
     model.save_pretrained(dst)
     n = sum(p.numel() for p in model.parameters())
@@ -53,10 +46,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    model = VQGAN.from_pretrained(args.tokenizer)
     out = Path(args.output) if args.output else None
     if out is not None:
-        _check_output_dir(out)
+        check_output_file(out)
+    model = VQGAN.from_pretrained(args.tokenizer)
     records = []
     for path in args.images:
         pixels = _load_pixels(Path(path), args.size)
@@ -71,31 +64,67 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_codes(path: Path) -> list[torch.Tensor]:
+def _codes_grid(rec: object, where: str) -> torch.Tensor:
+    """One record (``{"grid": [h, w], "codes": [[...]]}`` or a bare list of rows) -> (h, w)."""
+    rows = rec.get("codes") if isinstance(rec, dict) else rec
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) for r in rows):
+        raise CodeRangeError(f"{where}: not a codes record (expected {_CODES_EXAMPLE})")
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise CodeRangeError(f"{where}: codes must be a 2-D grid with rows of equal length")
+    for row in rows:
+        for value in row:
+            if type(value) is not int:  # no floats, bools or strings
+                raise CodeRangeError(f"{where}: codes must be integers, got {value!r}")
+    if isinstance(rec, dict) and "grid" in rec:
+        grid = rec["grid"]
+        if grid != [len(rows), width]:
+            raise CodeRangeError(
+                f"{where}: grid {grid!r} does not match the codes ({len(rows)}x{width})"
+            )
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _read_codes(path: Path, downsample: int) -> list[torch.Tensor]:
+    """The code grids of a JSON-lines file, each checked (integers, shape, pixel limit)."""
+    if path.is_dir():
+        raise CodeRangeError(f"{path}: is a folder, not a codes file")
     if not path.is_file():
         raise CodeRangeError(f"{path}: no such codes file")
+    # A grid decodes to at most max_pixels() pixels: bound the line before parsing it.
+    max_line = 16 * max(1, max_pixels() // (downsample * downsample)) + 4096
     grids = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            codes = torch.tensor(rec["codes"] if isinstance(rec, dict) else rec, dtype=torch.long)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise CodeRangeError(f"{path}:{lineno}: not a codes record ({e})") from e
-        if codes.ndim != 2:
-            raise CodeRangeError(f"{path}:{lineno}: codes must be a 2-D grid")
-        grids.append(codes)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(iter(lambda: f.readline(max_line + 1), b""), 1):
+            where = f"{path}:{lineno}"
+            if len(raw) > max_line:
+                raise CodeRangeError(f"{where}: line too long for a grid within the pixel limit")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CodeRangeError(
+                    f"{where}: not a codes file (not UTF-8 text; expected JSON lines)"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise CodeRangeError(f"{where}: not a codes record ({e})") from None
+            grid = _codes_grid(rec, where)
+            check_code_grid(*grid.shape, downsample, f"{where}: code grid")
+            grids.append(grid)
+            check_batch(len(grids), f"{path}: number of grids")
     if not grids:
         raise CodeRangeError(f"{path}: no codes")
     return grids
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    model = VQGAN.from_pretrained(args.tokenizer)
-    grids = _read_codes(Path(args.codes))
     out = Path(args.output)
-    _check_output_dir(out)
+    check_output_file(out)
+    model = VQGAN.from_pretrained(args.tokenizer)
+    grids = _read_codes(Path(args.codes), model.downsample)
     targets = (
         [out]
         if len(grids) == 1
@@ -110,9 +139,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_roundtrip(args: argparse.Namespace) -> int:
-    model = VQGAN.from_pretrained(args.tokenizer)
     out = Path(args.output)
-    _check_output_dir(out)
+    check_output_file(out)
+    model = VQGAN.from_pretrained(args.tokenizer)
     pixels = _load_pixels(Path(args.image), args.size)
     codes = model.encode(pixels)
     recon = model.decode(codes)
@@ -140,16 +169,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into liquidgen's (config.json + model.safetensors). loss.* keys are dropped.",
     )
     c.add_argument("--from", dest="src", required=True, help="folder with vqgan.yaml + vqgan.ckpt")
-    c.add_argument("--to", dest="dst", required=True, help="output folder (written atomically)")
+    c.add_argument(
+        "--to",
+        dest="dst",
+        required=True,
+        help="output folder, written atomically; an existing one is replaced only if it is "
+        "empty or an earlier tokenizer (config.json + model.safetensors alone)",
+    )
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --to whatever it holds (a folder of other files, or a file)",
+    )
     c.set_defaults(func=_cmd_convert)
 
-    size_help = "resize (short side, LANCZOS) + centre-crop to N or WxH first; default: use as is"
+    size_help = (
+        "resize (short side, LANCZOS) + centre-crop to N or WxH first; default: use as is "
+        "(either way at most LIQUIDGEN_MAX_MEGAPIXELS, default 4, megapixels)"
+    )
     e = sub.add_parser(
         "encode", help="images -> codes (JSON lines)", description="Encode images to code grids."
     )
     e.add_argument("--tokenizer", required=True, help="tokenizer folder (either format)")
     e.add_argument("images", nargs="+", help="image files")
-    e.add_argument("--size", type=_parse_size, default=None, help=size_help)
+    e.add_argument("--size", type=size_arg, default=None, help=size_help)
     e.add_argument("-o", "--output", help="JSON-lines output file (default: stdout)")
     e.set_defaults(func=_cmd_encode)
 
@@ -171,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--tokenizer", required=True, help="tokenizer folder (either format)")
     r.add_argument("image", help="input image")
     r.add_argument("-o", "--output", required=True, help="output PNG")
-    r.add_argument("--size", type=_parse_size, default=None, help=size_help)
+    r.add_argument("--size", type=size_arg, default=None, help=size_help)
     r.set_defaults(func=_cmd_roundtrip)
 
     for module_name, fn in (("train", "register_train"), ("evaluate", "register_eval")):

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from liquidgen.errors import ImageReadError, ShapeError
+from liquidgen.utils.limits import open_image
 
 PAD_COLOR = (122, 116, 104)  # Liquid's square-padding colour for understanding inputs
 
@@ -24,19 +24,14 @@ PAD_COLOR = (122, 116, 104)  # Liquid's square-padding colour for understanding 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image file fully (so truncation is detected here) and return it as RGB.
 
-    Raises :class:`ImageReadError` for a missing, unreadable, truncated or non-image file.
+    Raises :class:`ImageReadError` for a missing, unreadable, truncated or non-image file,
+    a folder, or an image above the decoding limit of :mod:`liquidgen.utils.limits`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+    img = open_image(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except UnidentifiedImageError as e:
-        raise ImageReadError(f"{path}: not an image") from e
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
-        raise ImageReadError(f"{path}: unreadable image ({e})") from e
+        return to_rgb(img)
+    except (OSError, ValueError) as e:  # a mode PIL cannot convert
+        raise ImageReadError(f"{path}: cannot convert mode {img.mode!r} to RGB ({e})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

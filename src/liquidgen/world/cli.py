@@ -5,18 +5,35 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liquidgen.errors import ConfigError
+from liquidgen.utils.args import nonnegative_int_arg, seed_arg
+from liquidgen.utils.limits import check_image_pixels
 from liquidgen.world.make import write_dataset
 from liquidgen.world.parse import WORLD_VOCABULARY, load_image, parse
 from liquidgen.world.scene import SPLITS, parse_size
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
-    return [parse_size(part) for part in text.split(",") if part.strip()]
+    """``WxH[,WxH...]``: each a world size (short side, aspect ratio) under the pixel limit."""
+    sizes = [parse_size(part.strip()) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise ConfigError(f"--size must list WxH sizes, got {text!r}")
+    for w, h in sizes:
+        check_image_pixels(w, h, "--size")
+    return sizes
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
     sizes = _sizes(args.size)
-    out = write_dataset(args.out, args.n, sizes, args.seed, args.split, progress=not args.quiet)
+    out = write_dataset(
+        args.out,
+        args.n,
+        sizes,
+        args.seed,
+        args.split,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     print(f"wrote {args.n} images ({', '.join(f'{w}x{h}' for w, h in sizes)}) to {out}")
     return 0
 
@@ -49,17 +66,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render N random scenes as PNG files in DIR plus metadata.jsonl (one "
         "record per image: file, scene, captions, prompt specs, questions). Example i "
         "depends only on (seed, i); sizes are used round-robin. DIR is written atomically "
-        "and replaced if it already holds a world dataset.",
+        "and replaced only if it is empty or already holds a world dataset (or with "
+        "--overwrite). Images are at most LIQUIDGEN_MAX_MEGAPIXELS (default 4) megapixels.",
     )
-    make.add_argument("--n", type=int, required=True, help="number of images")
+    make.add_argument("--n", type=nonnegative_int_arg, required=True, help="number of images")
     make.add_argument(
         "--size",
         required=True,
         metavar="WxH[,WxH...]",
         help="image size(s), width x height, e.g. 128x128,160x96,96x160",
     )
-    make.add_argument("--seed", type=int, required=True, help="random seed")
+    make.add_argument(
+        "--seed", type=seed_arg, required=True, help="random seed, an integer in [0, 2**63 - 1]"
+    )
     make.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    make.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR whatever it holds (a folder of other files, or a file)",
+    )
     make.add_argument(
         "--split",
         choices=SPLITS,

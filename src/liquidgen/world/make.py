@@ -21,7 +21,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from liquidgen.errors import ConfigError
-from liquidgen.utils.io import atomic_dir
+from liquidgen.utils.io import atomic_dir, prepare_output_dir
+from liquidgen.utils.limits import check_image_pixels
 from liquidgen.world.render import render
 from liquidgen.world.scene import Scene, check_image_size, check_split, sample_scene
 from liquidgen.world.text import PromptSpec, Question, captions, questions, scene_prompts
@@ -83,12 +84,15 @@ class WorldDataset(Sequence[Example]):
     def __init__(
         self, n: int, sizes: Sequence[tuple[int, int]], seed: int, split: str = "train"
     ) -> None:
-        if n < 0:
-            raise ConfigError(f"dataset size must be >= 0, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"dataset size must be an integer >= 0, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         if not sizes:
             raise ConfigError("at least one image size is needed")
         for w, h in sizes:
             check_image_size(w, h)
+            check_image_pixels(w, h, "world image size")
         self.n, self.sizes, self.seed, self.split = n, list(sizes), seed, check_split(split)
 
     def __len__(self) -> int:
@@ -105,6 +109,7 @@ def stream(seed: int, sizes: Sequence[tuple[int, int]], split: str = "train") ->
     """An endless iterator over the same examples a :class:`WorldDataset` would hold."""
     for w, h in sizes:
         check_image_size(w, h)
+        check_image_pixels(w, h, "world image size")
     check_split(split)
     for index in itertools.count():
         yield make_example(index, seed, sizes[index % len(sizes)], split)
@@ -118,20 +123,18 @@ def write_dataset(
     split: str = "train",
     *,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` examples as PNGs plus ``metadata.jsonl`` (and a ``dataset.json`` manifest).
 
     The folder is built next to ``out`` and renamed into place at the end, so an
-    interrupted run leaves no half-written dataset. An existing ``out`` is replaced only if
-    it is empty or a previous world dataset.
+    interrupted run leaves no half-written dataset (and the next run removes a killed run's
+    temporary folder). An existing ``out`` is replaced only if it is empty or a previous
+    world dataset, or with ``overwrite`` (see :func:`liquidgen.utils.io.prepare_output_dir`).
     """
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a directory")
-        if any(out.iterdir()) and not (out / METADATA_FILE).exists():
-            raise ConfigError(f"{out} is a non-empty directory that is not a world dataset")
-    dataset = WorldDataset(n, sizes, seed, split)
+    dataset = WorldDataset(n, sizes, seed, split)  # checks first
+    prepare_output_dir(out, (METADATA_FILE,), overwrite=overwrite, what="world dataset")
     with atomic_dir(out) as tmp:
         with (tmp / METADATA_FILE).open("w", encoding="utf-8") as meta:
             for example in tqdm(dataset, total=n, unit="img", desc="world", disable=not progress):

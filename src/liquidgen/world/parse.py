@@ -39,11 +39,12 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
 from liquidgen.errors import ConfigError, ImageReadError, ShapeError
+from liquidgen.utils.limits import check_image_pixels, open_image
 from liquidgen.world import shapes
 from liquidgen.world.scene import (
     BACKGROUNDS,
@@ -109,15 +110,9 @@ WORLD_VOCABULARY = ParseVocabulary(
 
 # ---- input -----------------------------------------------------------------------------------
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file fully (raises :class:`ImageReadError` if missing or unreadable)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e})") from None
+    """Open an image file fully, in its own mode (raises :class:`ImageReadError` if missing,
+    unreadable, or above the decoding limit of :mod:`liquidgen.utils.limits`)."""
+    return open_image(path)
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -238,8 +233,13 @@ def parse(
 ) -> Scene:
     """Recover the scene shown in ``image`` (objects sorted top-to-bottom, then left-to-right).
 
-    See the module docstring for the method and for edge cases.
+    See the module docstring for the method and for edge cases. Images above the pixel
+    limit of :mod:`liquidgen.utils.limits` raise :class:`ShapeError` before any work.
     """
+    if isinstance(image, Image.Image):
+        check_image_pixels(*image.size)
+    elif isinstance(image, np.ndarray) and image.ndim >= 2:
+        check_image_pixels(image.shape[1], image.shape[0])
     rgb = to_rgb_array(image)  # (H, W, 3)
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_PARSE_SIDE:
