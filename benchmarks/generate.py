@@ -7,7 +7,7 @@ its own process so that its peak RSS is its own:
 - ``reference``: the authors' style of loop: plain HF forward returning full-vocabulary logits
   for every position, every step, CFG rows batched, ``DynamicCache``, full-vocabulary logit
   processing and ``torch.multinomial``;
-- ``liquidgen-full``: :func:`liquidgen.generation.generate_image_tokens` with
+- ``liquidgen-full``: :func:`liquidgen.inference.generation.generate_image_tokens` with
   ``image_rows_only=False`` (same loop, last-position logits only);
 - ``liquidgen``: the same with ``image_rows_only=True`` (only the image rows of the LM head).
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel, Qwen2Config
 
-from liquidgen.generation import cache_kwargs, generate_image_tokens, left_pad
-from liquidgen.sampling import (
+from liquidgen.inference.generation import cache_kwargs, generate_image_tokens, left_pad
+from liquidgen.inference.sampling import (
     DEFAULT_CFG_SCALE,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from liquidgen.evaluation.t2i import SPLIT_TAGS, SPLITS, prompt_set, score_image
-from liquidgen.pipeline import Pipeline
+from liquidgen.inference.pipeline import Pipeline
 from liquidgen.world.text import PromptSpec
 
 VALIDATION_SEEDS = {"seen": 720_001, "heldout": 720_002}  # not the harness's PROMPT_SEEDS

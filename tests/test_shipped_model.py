@@ -19,7 +19,7 @@ from liquidgen.assets import TINY_MODEL, shipped
 from liquidgen.cli import main
 from liquidgen.evaluation.t2i import score_image
 from liquidgen.evaluation.vqa import easy_vqa_items, world_items
-from liquidgen.pipeline import Pipeline
+from liquidgen.inference.pipeline import Pipeline
 from liquidgen.world.score import score_answer
 from liquidgen.world.text import sample_spec
 

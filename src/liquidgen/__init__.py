@@ -5,7 +5,9 @@ The pipeline, one module per stage:
 - :mod:`liquidgen.tokenizer` — the VQGAN image tokenizer (pixels <-> discrete codes).
 - :mod:`liquidgen.vocab` — the vocabulary layout (text ids, image offset, special ids).
 - :mod:`liquidgen.world` — a procedural image-text world with exact scorers.
-- :class:`liquidgen.Pipeline` — the inference API (images, answers, chat); imported on first
+- :mod:`liquidgen.checkpoint` — the checkpoint folder (layout, generation defaults, VQGAN).
+- :mod:`liquidgen.inference` — sampling, decode loops, requests, the CLI, and
+  :class:`liquidgen.Pipeline`, the inference API (images, answers, chat); imported on first
   use so that ``import liquidgen`` stays light.
 """
 
@@ -16,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 from liquidgen.errors import LiquidgenError
 
 if TYPE_CHECKING:
-    from liquidgen.pipeline import Pipeline
+    from liquidgen.inference.pipeline import Pipeline
 
 __version__ = "0.1.0"
 __all__ = ["LiquidgenError", "Pipeline", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import :class:`~liquidgen.pipeline.Pipeline` (torch, transformers) only when asked for."""
+    """Import :class:`~liquidgen.inference.pipeline.Pipeline` (torch, transformers) only when asked for."""
     if name == "Pipeline":
-        from liquidgen.pipeline import Pipeline
+        from liquidgen.inference.pipeline import Pipeline
 
         return Pipeline
     raise AttributeError(f"module 'liquidgen' has no attribute {name!r}")

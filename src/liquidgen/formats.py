@@ -49,7 +49,7 @@ import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from liquidgen.errors import ConfigError, ShapeError
-from liquidgen.vocab import VocabLayout
+from liquidgen.vocab import VocabLayout, special_token_ids
 
 IGNORE_INDEX = -100  # label value without loss (PyTorch cross-entropy's ignore_index)
 TEXT, T2I, CAPTION, VQA, CHAT = "text", "t2i", "caption", "vqa", "chat"
@@ -305,9 +305,7 @@ def _markup_ids(tokenizer: PreTrainedTokenizerBase, text: str, image: list[int])
 def _answer_labels(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[int]:
     """Loss on an assistant segment up to and including its last special token (the
     end-of-turn); template whitespace after it carries no loss."""
-    special = set(tokenizer.all_special_ids) | {
-        i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special
-    }
+    special = special_token_ids(tokenizer)
     last = max((k for k, i in enumerate(ids) if i in special), default=len(ids) - 1)
     return ids[: last + 1] + [IGNORE_INDEX] * (len(ids) - last - 1)
 
@@ -419,6 +417,30 @@ def chat_prompt_ids(
     return _markup_ids(
         tokenizer, _render(tokenizer, msgs, chat_template, generation_prompt=True), image
     )
+
+
+def turn_end_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token that closes an assistant turn in the tokenizer's chat template.
+
+    Rendered once with a marker answer: the first special token after the marker is the
+    end-of-turn (Gemma ``<end_of_turn>``, Qwen ``<|im_end|>``, Llama-3 ``<|eot_id|>``, the
+    plain template's eos). ``None`` when the template writes none.
+    """
+    template = tokenizer.chat_template or PLAIN_CHAT_TEMPLATE
+    marker = "liquidgen"
+    user = [{"role": "user", "content": "?"}]
+    prompt = tokenizer.apply_chat_template(
+        user, chat_template=template, tokenize=False, add_generation_prompt=True
+    )
+    full = tokenizer.apply_chat_template(
+        [*user, {"role": "assistant", "content": marker}], chat_template=template, tokenize=False
+    )
+    if not full.startswith(prompt) or marker not in full[len(prompt) :]:
+        return None
+    after = full[len(prompt) :].split(marker, 1)[1]
+    specials = special_token_ids(tokenizer)
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"]
+    return next((i for i in ids if i in specials), None)
 
 
 def vqa_prompt_ids(

@@ -7,21 +7,26 @@ backbones (Qwen2.5) ``len(tokenizer)`` and ``config.vocab_size`` differ. Three s
 tokens mark images: ``<boi>``, ``<eoi>`` and ``<unconditional>``.
 
 Nothing else in liquidgen hard-codes these numbers; every checkpoint stores a
-``liquid_layout.json`` written by :meth:`VocabLayout.save`.
+``liquid_layout.json`` (named, read and written by :mod:`liquidgen.checkpoint`). The layout
+also owns the vocabulary facts other layers used to re-derive: the padding id
+(:attr:`VocabLayout.padding_id`), the embedding rows Liquid adds (:meth:`VocabLayout.added_rows`),
+codes <-> token ids, and the tokenizer's special ids (:func:`special_token_ids`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from liquidgen.errors import CheckpointError, CodeRangeError, ConfigError
+from liquidgen.errors import CodeRangeError, ConfigError
 
-LAYOUT_FILE = "liquid_layout.json"
+# Padding when the layout names no pad id (nor eos): left/right padding is masked out of
+# attention and carries no label, so any text id will do.
+_LAST_RESORT_PAD_ID = 0
 BOI_TOKEN = "<boi>"
 EOI_TOKEN = "<eoi>"
 UNCOND_TOKEN = "<unconditional>"
@@ -69,6 +74,17 @@ class VocabLayout:
         """One past the last image-token id."""
         return self.image_offset + self.codebook_size
 
+    @property
+    def padding_id(self) -> int:
+        """The id batches are padded with: ``pad_id``, else ``eos_id``, else 0 (padding is
+        masked out of attention and carries no label, so any text id is correct)."""
+        return next(i for i in (self.pad_id, self.eos_id, _LAST_RESORT_PAD_ID) if i is not None)
+
+    def added_rows(self) -> list[int]:
+        """Embedding rows Liquid adds or repurposes: ``<boi>``, ``<eoi>``, ``<unconditional>``
+        and every image code (kept trainable under LoRA)."""
+        return [self.boi_id, self.eoi_id, self.uncond_id, *range(self.image_offset, self.image_end)]
+
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """Code grid ``(h, w)`` for an image of ``width`` x ``height`` pixels."""
         if width <= 0 or height <= 0 or width % self.downsample or height % self.downsample:
@@ -113,19 +129,22 @@ class VocabLayout:
             raise ConfigError(f"incomplete vocabulary layout: {e}") from e
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``liquid_layout.json`` into ``directory``."""
-        path = Path(directory) / LAYOUT_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        """Write ``liquid_layout.json`` into ``directory`` (:func:`liquidgen.checkpoint.write_layout`)."""
+        from liquidgen.checkpoint import write_layout
+
+        return write_layout(directory, self)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> VocabLayout:
-        """Read ``liquid_layout.json`` from a checkpoint folder."""
-        path = Path(directory) / LAYOUT_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{directory}: no {LAYOUT_FILE} (not a liquidgen checkpoint)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: invalid JSON ({e})") from e
-        return cls.from_dict(data)
+        """Read ``liquid_layout.json`` from a checkpoint folder (:func:`liquidgen.checkpoint.read_layout`)."""
+        from liquidgen.checkpoint import read_layout
+
+        return read_layout(directory)
+
+
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of a Hugging Face tokenizer's special tokens: the named ones (bos, eos, pad, ...)
+    and every added token flagged special (chat-template markers such as ``<end_of_turn>``)."""
+    return set(tokenizer.all_special_ids) | {
+        i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special
+    }

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from liquidgen.pipeline import GenerationDefaults, Pipeline
-from liquidgen.testing import make_tiny_liquid
+from liquidgen.checkpoint import GenerationDefaults
+from liquidgen.inference.pipeline import Pipeline
+from tiny_models import make_tiny_liquid
 
 # Sizes the world can render (short side >= 32) at the tiny VQGAN's factor 4:
 # 32x32 = 64 codes, 48x32 = 96 codes.

@@ -18,7 +18,7 @@ from liquidgen.evaluation.harness import EvalSettings, generation_sizes, image_s
 from liquidgen.evaluation.t2i import prompt_set
 from liquidgen.evaluation.text import covered_bytes, evaluate_text, validation_documents
 from liquidgen.evaluation.tokenizer import evaluate_roundtrip, summarize_tokenizer
-from liquidgen.pipeline import Pipeline
+from liquidgen.inference.pipeline import Pipeline
 
 OUTPUTS = ("results.json", "results.md", "records.jsonl", "samples.png")
 SMALL = ["--limit", "2", "--n", "1", "--quiet"]

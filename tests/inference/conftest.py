@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from liquidgen.checkpoint import GenerationDefaults
+from liquidgen.inference.pipeline import Pipeline
 from liquidgen.model import load_liquid, save_liquid
-from liquidgen.pipeline import GenerationDefaults, Pipeline
-from liquidgen.testing import make_liquid7b_like, make_tiny_liquid
 from liquidgen.vocab import VocabLayout
+from tiny_models import make_liquid7b_like, make_tiny_liquid
 
 # Small sizes for the tiny VQGAN (factor 4): 16x8 pixels = a 2x4 code grid.
 WIDTH, HEIGHT = 16, 8

@@ -18,7 +18,7 @@ from PIL import Image
 
 from liquidgen.cli import main
 from liquidgen.errors import LiquidgenError
-from liquidgen.pipeline import Pipeline
+from liquidgen.inference.pipeline import Pipeline
 
 from .conftest import HEIGHT, WIDTH
 

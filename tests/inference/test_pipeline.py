@@ -14,17 +14,13 @@ import torch
 from PIL import Image
 
 import liquidgen
+from liquidgen.checkpoint import GENERATION_FILE, GenerationDefaults
 from liquidgen.errors import CheckpointError, ConfigError, ImageReadError, ShapeError
 from liquidgen.formats import caption_prompt_ids, chat_prompt_ids, vqa_prompt_ids
-from liquidgen.generation import generate_image_tokens
-from liquidgen.pipeline import (
-    GENERATION_FILE,
-    GenerationDefaults,
-    Pipeline,
-    resolve_device,
-    resolve_dtype,
-)
+from liquidgen.inference.generation import generate_image_tokens
+from liquidgen.inference.pipeline import Pipeline
 from liquidgen.tokenizer import pil_to_tensor, tensor_to_pil
+from liquidgen.utils.device import resolve_device, resolve_dtype
 
 from .conftest import HEIGHT, WIDTH
 
@@ -79,6 +75,27 @@ def test_released_layout_loads_with_its_defaults(pipe: Pipeline) -> None:
 
 def test_lazy_top_level_export() -> None:
     assert liquidgen.Pipeline is Pipeline
+    from liquidgen.inference import Pipeline as from_package
+
+    assert from_package is Pipeline
+
+
+def test_old_import_paths_are_the_new_modules() -> None:
+    """liquidgen.pipeline/.generation/.sampling/.inference_cli stay for one release."""
+    import liquidgen.generation
+    import liquidgen.inference.cli
+    import liquidgen.inference.generation
+    import liquidgen.inference.sampling
+    import liquidgen.inference_cli
+    import liquidgen.pipeline
+    import liquidgen.sampling
+
+    assert liquidgen.pipeline.Pipeline is Pipeline
+    assert liquidgen.pipeline.GenerationDefaults is GenerationDefaults
+    assert liquidgen.pipeline.resolve_dtype is resolve_dtype
+    assert liquidgen.generation is liquidgen.inference.generation
+    assert liquidgen.sampling is liquidgen.inference.sampling
+    assert liquidgen.inference_cli is liquidgen.inference.cli
 
 
 def test_device_and_dtype_resolution(liquid7b_dir: Path) -> None:

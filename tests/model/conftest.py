@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from liquidgen.model.expand import expand
-from liquidgen.testing import FAMILIES, make_tiny_backbone, make_tiny_vq
+from tiny_models import FAMILIES, make_tiny_backbone, make_tiny_vq
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from liquidgen.cli import main
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.model import expand, load_liquid
-from liquidgen.testing import FAMILIES, make_tiny_backbone
 from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, UNCOND_TOKEN, VocabLayout
+from tiny_models import FAMILIES, make_tiny_backbone
 
 TEXT = "The blue circle is on the left, and a red square sits near the top."
 CODEBOOK = 64  # the session VQGAN's size

@@ -29,8 +29,8 @@ from liquidgen.formats import (
     vqa_prompt_ids,
 )
 from liquidgen.model.text_tokenizer import train_text_tokenizer
-from liquidgen.testing import tiny_corpus
 from liquidgen.vocab import VocabLayout
+from tiny_models import tiny_corpus
 
 CODEBOOK = 64
 CAPTION = "a red circle on the left of a blue square"

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from liquidgen.errors import ConfigError
 from liquidgen.model import save_text_tokenizer, train_text_tokenizer
 from liquidgen.model.scratch import init_backbone
-from liquidgen.testing import tiny_corpus
+from tiny_models import tiny_corpus
 
 SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64}  # fmt: skip

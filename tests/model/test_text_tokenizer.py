@@ -16,7 +16,7 @@ from liquidgen.model.text_tokenizer import (
     save_text_tokenizer,
     train_text_tokenizer,
 )
-from liquidgen.testing import tiny_corpus
+from tiny_models import tiny_corpus
 
 ROUND_TRIPS = [
     "a red circle on the left of the picture.",

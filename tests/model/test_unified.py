@@ -12,6 +12,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, GemmaConfig
 
+from liquidgen.checkpoint import LAYOUT_FILE
 from liquidgen.errors import CheckpointError
 from liquidgen.model import (
     check_layout,
@@ -22,9 +23,9 @@ from liquidgen.model import (
     save_liquid,
 )
 from liquidgen.model.unified import VQSpec
-from liquidgen.testing import make_liquid7b_like, make_tiny_liquid
 from liquidgen.tokenizer import VQGAN
-from liquidgen.vocab import LAYOUT_FILE, VocabLayout
+from liquidgen.vocab import VocabLayout
+from tiny_models import make_liquid7b_like, make_tiny_liquid
 
 
 @pytest.fixture

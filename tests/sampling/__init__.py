@@ -1,1 +1,1 @@
-"""Tests of liquidgen.sampling and liquidgen.generation."""
+"""Tests of liquidgen.inference.sampling and liquidgen.inference.generation."""

@@ -9,7 +9,7 @@ from tokenizers.models import WordLevel
 from transformers import LlamaForCausalLM
 
 from liquidgen.errors import ConfigError
-from liquidgen.generation import (
+from liquidgen.inference.generation import (
     FullVocabLogits,
     ImageRowLogits,
     cache_kwargs,
@@ -19,7 +19,7 @@ from liquidgen.generation import (
     left_pad,
     prefill,
 )
-from liquidgen.sampling import image_code_probs
+from liquidgen.inference.sampling import image_code_probs
 
 from .conftest import CODEBOOK, CONTEXT, LAYOUT, UNCOND_PROMPT, tiny_model
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from liquidgen.errors import ConfigError, ShapeError
-from liquidgen.sampling import (
+from liquidgen.inference.sampling import (
     apply_top_k,
     apply_top_p,
     greedy,

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from liquidgen.testing import make_tiny_liquid
 from liquidgen.tokenizer import VQGAN
 from liquidgen.training.data import RawItem, tokenize_dataset
+from tiny_models import make_tiny_liquid
 
 COLOURS = {
     "red": (220, 30, 30),

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import GemmaConfig, GemmaForCausalLM
 
-from liquidgen.testing import make_tiny_liquid
 from liquidgen.tokenizer import VQGAN
 from liquidgen.training.config import load_config
 from liquidgen.training.data import tokenize_dataset
@@ -18,6 +17,7 @@ from liquidgen.training.memory import GIB, estimate_fsdp2_memory
 from liquidgen.training.report import read_metrics
 from liquidgen.training.trainer import train
 from liquidgen.world.make import write_dataset
+from tiny_models import make_tiny_liquid
 
 from .conftest import REPO
 

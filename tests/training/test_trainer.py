@@ -23,7 +23,7 @@ from liquidgen.training import checkpoint as ckpt
 from liquidgen.training.config import TrainConfig
 from liquidgen.training.loss import loss_sums
 from liquidgen.training.report import read_metrics
-from liquidgen.training.trainer import Trainer, image_token_rows, lr_factor, train
+from liquidgen.training.trainer import Trainer, lr_factor, train
 
 from .conftest import REPO, config_dict, run_cli, write_config
 
@@ -181,7 +181,7 @@ def test_lora_trains_the_image_rows(
     trainer.train_step()
     after = rows()
     changed = (after - before).abs().sum(dim=1) > 0  # (V,)
-    image_rows = torch.tensor(image_token_rows(layout))
+    image_rows = torch.tensor(layout.added_rows())
     assert bool(changed[image_rows[3:]].all()), "every image-code row must be updated under LoRA"
     assert int(changed.sum()) <= len(image_rows)  # text rows stay as they were
     for name, value in frozen.items():
@@ -263,7 +263,7 @@ def test_checkpoints_carry_the_generation_defaults(
     """liquid_generation.json (sizes, buckets, size prefix) travels from the model to checkpoints."""
     import shutil
 
-    from liquidgen.pipeline import GENERATION_FILE, GenerationDefaults
+    from liquidgen.checkpoint import GENERATION_FILE, GenerationDefaults
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

@@ -20,7 +20,7 @@ from liquidgen.errors import ConfigError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from liquidgen.pipeline import Pipeline
+    from liquidgen.inference.pipeline import Pipeline
 
 DEFAULT_OUT = "eval_out"
 DEFAULT_FEATURES = "liquidgen.evaluation.fid:color_edge_features"
@@ -129,7 +129,7 @@ def _add_task_args(p: argparse.ArgumentParser, task: str) -> None:
 
 
 def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    from liquidgen.tokenizer.evaluate import parse_size
+    from liquidgen.utils.size import parse_size
 
     sizes = tuple(parse_size(part.strip()) for part in text.split(",") if part.strip())
     if not sizes:
@@ -144,15 +144,13 @@ def _check_out(out: Path) -> None:
 
 def _load(args: argparse.Namespace) -> Pipeline:
     """The pipeline for ``--model`` (default: the shipped tiny model), without HF's bars."""
-    from transformers.utils import logging as hf_logging
-
     from liquidgen.assets import TINY_MODEL, shipped
-    from liquidgen.pipeline import Pipeline, resolve_device, resolve_dtype
+    from liquidgen.inference.pipeline import Pipeline
+    from liquidgen.utils.device import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     path = Path(args.model) if args.model is not None else shipped(TINY_MODEL)
-    hf_logging.disable_progress_bar()
     return Pipeline.from_pretrained(path, device=device, dtype=dtype)
 
 

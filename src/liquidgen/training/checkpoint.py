@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from liquidgen.checkpoint import TRAIN_CONFIG_FILE
 from liquidgen.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -40,7 +41,7 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
 TRAINABLE_FILE = "trainable.safetensors"
-CONFIG_FILE = "train_config.yaml"
+CONFIG_FILE = TRAIN_CONFIG_FILE  # named by liquidgen.checkpoint
 FORMAT = "liquidgen-train-checkpoint/1"
 _STEP_RE = re.compile(r"^step-(\d{7,})$")
 _TEMP_RE = re.compile(r"^\.step-\d{7,}(\..+)?\.(tmp|old)$")  # atomic_dir's temporaries

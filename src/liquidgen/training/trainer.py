@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +44,9 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
+from liquidgen.checkpoint import carry_over, write_layout, write_train_config
 from liquidgen.errors import CheckpointError, ConfigError
-from liquidgen.model import find_vq_dir, load_liquid
-from liquidgen.model.unified import VQ_SUBDIR, copy_vq
-from liquidgen.pipeline import GENERATION_FILE
+from liquidgen.model import load_liquid
 from liquidgen.training import checkpoint as ckpt
 from liquidgen.training import dist as D
 from liquidgen.training.config import TrainConfig
@@ -85,16 +83,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- model setup
-def image_token_rows(layout: VocabLayout) -> list[int]:
-    """Embedding rows Liquid adds or repurposes: every image code plus ``<boi>/<eoi>/<unconditional>``."""
-    return [
-        layout.boi_id,
-        layout.eoi_id,
-        layout.uncond_id,
-        *range(layout.image_offset, layout.image_end),
-    ]
-
-
 def _module_name(model: nn.Module, module: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is module).split(".")[-1]
 
@@ -109,7 +97,7 @@ def apply_lora(model: nn.Module, layout: VocabLayout, config: TrainConfig) -> nn
     """
     from peft import LoraConfig, get_peft_model
 
-    rows = image_token_rows(layout)
+    rows = layout.added_rows()
     embedding = model.get_input_embeddings()
     head = model.get_output_embeddings()
     indices = {_module_name(model, embedding): rows}
@@ -314,8 +302,7 @@ class Trainer:
             packing=data.packing,
             seed=data.seed,
         )
-        # Padding carries no target and no real token attends to it: any text id will do.
-        pad_id = next(i for i in (self.layout.pad_id, self.layout.eos_id, 0) if i is not None)
+        pad_id = self.layout.padding_id
         batcher = DistributedBatcher(
             mixture,
             global_batch=self.config.global_batch,
@@ -478,10 +465,9 @@ class Trainer:
                 else:
                     self.lm.save_pretrained(tmp, state_dict=model_state)
                 self.tokenizer.save_pretrained(tmp)
-                self.layout.save(tmp)
-                self._copy_vq(tmp)
-                self._copy_generation_defaults(tmp)
-                (tmp / ckpt.CONFIG_FILE).write_text(self.config.to_yaml())
+                write_layout(tmp, self.layout)
+                carry_over(self._carried_sources(), tmp)  # vq/ and liquid_generation.json
+                write_train_config(tmp, self.config.to_yaml())
                 torch.save(optim_state, tmp / ckpt.OPTIMIZER_FILE)
                 torch.save(rng_states, tmp / ckpt.RNG_FILE)
                 state = {
@@ -503,22 +489,6 @@ class Trainer:
         since have been pruned by ``keep_last``)."""
         sources = [self.resume_dir, self.model_source]
         return [Path(p) for p in sources if p is not None and Path(p).is_dir()]
-
-    def _copy_vq(self, dest: Path) -> None:
-        """Copy the model's VQGAN into ``dest/vq`` so the checkpoint can draw images alone."""
-        for source in self._carried_sources():
-            vq_dir = find_vq_dir(source)
-            if vq_dir is not None:
-                copy_vq(vq_dir, dest / VQ_SUBDIR)
-                return
-
-    def _copy_generation_defaults(self, dest: Path) -> None:
-        """Carry the source checkpoint's ``liquid_generation.json`` (image sizes, buckets,
-        size prefix, sampler defaults) into ``dest`` so inference uses what was trained."""
-        for source in self._carried_sources():
-            if (source / GENERATION_FILE).is_file():
-                shutil.copy2(source / GENERATION_FILE, dest / GENERATION_FILE)
-                return
 
     # -- the loop ------------------------------------------------------------------------
     def _due(self, every: int) -> bool:
