@@ -40,13 +40,18 @@ def _check_field_types(obj: Any) -> None:
     hints = typing.get_type_hints(type(obj))
     for field in dataclasses.fields(obj):
         key = f"{type(obj).__name__}.{field.name}"
-        value = coerce(getattr(obj, field.name), hints[field.name], key, nested=_from_dict)
+        value = coerce(getattr(obj, field.name), hints[field.name], key, nested=_nested)
         object.__setattr__(obj, field.name, value)
 
 
-def _from_dict(cls: type, data: dict[str, Any], key: str | None = None) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name (``key``: where
-    the mapping sits in the config, unused: ``cls``'s name already says)."""
+def _nested(cls: type, data: dict[str, Any], _key: str) -> Any:
+    """:func:`_from_dict` with :func:`~liquidgen.utils.config.coerce`'s ``nested`` signature
+    (the key is not needed: ``cls``'s name says where the mapping sits)."""
+    return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -410,11 +410,6 @@ class TokenizedDataset:
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         return self._open(shard), index - int(self._starts[shard])
 
-    def record_meta(self, index: int) -> dict[str, Any]:
-        """The stored JSON of record ``index`` (id, offset, h, w, captions, qa, text)."""
-        shard, row = self._locate(index)
-        return shard.meta(row)
-
     def __getitem__(self, index: int) -> Record:
         shard, row = self._locate(index)
         meta = shard.meta(row)

@@ -114,11 +114,6 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     raise ConfigError(f"unknown distributed strategy {strategy!r}")
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user module inside a DDP wrapper (FSDP2 modifies modules in place)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 @contextlib.contextmanager
 def no_grad_sync(model: nn.Module, strategy: str, enabled: bool) -> Iterator[None]:
     """Skip the gradient all-reduce/reduce-scatter for accumulation micro-steps.

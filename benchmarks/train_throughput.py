@@ -5,7 +5,7 @@ its output. It times the trainer's own hot path — :class:`~liquidgen.training.
 forward on packed rows, :func:`~liquidgen.training.loss.loss_sums`, backward, AdamW — on a
 randomly initialised Llama-shaped model with a Liquid-sized vocabulary, after warm-up::
 
-    python -m liquidgen.training.throughput --hidden 256 --layers 6 --vocab 12288 --threads 2
+    python benchmarks/train_throughput.py --hidden 256 --layers 6 --vocab 12288 --threads 2
 """
 
 from __future__ import annotations
