@@ -24,9 +24,9 @@ from liquidgen.errors import LiquidgenError
 # command -> (module that registers it, one-line help shown by `liquidgen --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("liquidgen.demo", "run the main job on the shipped model"),
-    "generate": ("liquidgen.inference_cli", "generate images from a text prompt"),
-    "ask": ("liquidgen.inference_cli", "answer a question about an image (or caption it)"),
-    "chat": ("liquidgen.inference_cli", "chat with a model (interactive, or one turn from stdin)"),
+    "generate": ("liquidgen.inference.cli", "generate images from a text prompt"),
+    "ask": ("liquidgen.inference.cli", "answer a question about an image (or caption it)"),
+    "chat": ("liquidgen.inference.cli", "chat with a model (interactive, or one turn from stdin)"),
     "eval": ("liquidgen.evaluation.cli", "evaluate a model: t2i, vqa, text, tokenizer, all, fid"),
     "tokenizer": (
         "liquidgen.tokenizer.cli",
