@@ -19,6 +19,7 @@ from liquidgen.errors import CheckpointError, ConfigError, ImageReadError, Shape
 from liquidgen.formats import caption_prompt_ids, chat_prompt_ids, vqa_prompt_ids
 from liquidgen.inference.generation import generate_image_tokens
 from liquidgen.inference.pipeline import Pipeline
+from liquidgen.inference.sampling import TextSampling
 from liquidgen.tokenizer import pil_to_tensor, tensor_to_pil
 from liquidgen.utils.device import resolve_device, resolve_dtype
 
@@ -150,6 +151,46 @@ def test_seeds_reproduce_images(pipe: Pipeline) -> None:
     assert _same(single, first[2:])
     other = pipe.generate_image(PROMPT, width=WIDTH, height=HEIGHT, n=3, seed=8)
     assert not _same(first, other)
+
+
+def test_pipeline_is_callable_with_one_flat_output_type(pipe: Pipeline) -> None:
+    """``pipe(prompt)`` / ``pipe(prompts)``: a flat, prompt-major list of images; the old
+    methods are views of it."""
+    prompts = [PROMPT, "a star"]
+    flat = pipe(prompts, width=WIDTH, height=HEIGHT, n=2, seed=4)
+    assert len(flat) == 4 and all(isinstance(img, Image.Image) for img in flat)
+    grouped = pipe.generate_images(prompts, width=WIDTH, height=HEIGHT, n=2, seed=4)
+    assert _same(flat, [img for group in grouped for img in group])
+    assert _same(
+        pipe(PROMPT, width=WIDTH, height=HEIGHT, seed=6),
+        pipe.generate_image(PROMPT, width=WIDTH, height=HEIGHT, seed=6),
+    )
+    request = pipe.image_request(prompts, width=WIDTH, height=HEIGHT, n=2, seed=4)
+    assert request.total_tokens == 4 * (HEIGHT // 4) * (WIDTH // 4)
+    assert request.sampling.top_k == 64  # the authors' 4096, capped to the codebook
+    assert _same(pipe.draw(request, batch_size=1), flat)
+
+
+def test_to_moves_and_casts_and_loading_is_quiet(
+    liquid7b_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = Pipeline.from_pretrained(liquid7b_dir)
+    assert capsys.readouterr().err == ""  # no "Loading weights" bar from a library call
+    assert fresh.to("cpu", "bfloat16") is fresh and fresh.dtype == torch.bfloat16
+    assert fresh.vq.quantize.embedding.weight.dtype == torch.float32  # VQGAN stays exact
+    assert fresh.to(dtype=torch.float32).dtype == torch.float32
+
+
+def test_text_sampling_object_equals_keywords(talker: Pipeline, picture: Image.Image) -> None:
+    sampled = TextSampling(max_new_tokens=8, greedy=False, temperature=0.9, seed=2)
+    by_object = talker.answer(picture, "Where?", sampled)
+    by_keywords = talker.answer(
+        picture, "Where?", max_new_tokens=8, greedy=False, temperature=0.9, seed=2
+    )
+    assert by_object == by_keywords
+    assert TextSampling.from_options(top_k=5).greedy is False  # a setting implies sampling
+    with pytest.raises(ConfigError, match="max_new_tokens must be"):
+        TextSampling(max_new_tokens=0)
 
 
 def test_several_prompts_batched_like_single_calls(pipe: Pipeline) -> None:
