@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -84,6 +85,9 @@ USER_OS_ERRNOS = frozenset(
 )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``--help`` shows the usage)."""
 
@@ -92,8 +96,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def one_line(message: object) -> str:
-    """``message`` on one line: its lines joined with "; " (blank lines and indents dropped)."""
-    lines = [line.strip() for line in str(message).splitlines()]
+    """``message`` on one line: its lines joined with "; " (blank lines, indents and terminal
+    colour codes dropped)."""
+    lines = [line.strip() for line in _ANSI.sub("", str(message)).splitlines()]
     return "; ".join(line for line in lines if line) or type(message).__name__
 
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from liquidgen.assets import TINY_MODEL, shipped
-from liquidgen.utils.io import atomic_path
+from liquidgen.errors import CheckpointError, ShapeError
+from liquidgen.utils.args import positive_int_arg, seed_arg
+from liquidgen.utils.io import atomic_path, check_writable_dir
+from liquidgen.utils.limits import check_image_pixels
 
 DEMO_SCENE_SIZE = (128, 128)
 DEMO_PROMPT_TAG = "two_object"  # default prompt: "a SHAPE and a SHAPE" (GenEval's two-object)
@@ -96,9 +99,33 @@ def run_demo(
     return summary
 
 
+def check_demo_args(out: Path, model_dir: Path, width: int | None, height: int | None) -> None:
+    """Everything that can be checked before the model loads: the output folder is
+    writable, the model folder exists, and a given size is a multiple of the checkpoint's
+    factor (read from ``liquid_layout.json``) within the pixel limit."""
+    check_writable_dir(out)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model folder")
+    try:
+        factor = int(json.loads((model_dir / "liquid_layout.json").read_text())["downsample"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a released-Liquid folder (no layout file): the pipeline checks the size
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (factor <= 0 or value % factor):
+            raise ShapeError(
+                f"--{name} {value} must be a positive multiple of {factor} (the tokenizer's factor)"
+            )
+    if width is not None and height is not None:
+        check_image_pixels(width, height, "--width x --height")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
     out = Path(args.out)
     model_dir = Path(args.model) if args.model else shipped(TINY_MODEL)
+    check_demo_args(out, model_dir, args.width, args.height)
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in stderr
     s = run_demo(
         out,
         model_dir,
@@ -139,7 +166,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--question", default=None, help="question about the rendered scene (default: a world one)"
     )
-    p.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
-    p.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--width", type=positive_int_arg, default=None, help="image width (default: the model's)"
+    )
+    p.add_argument(
+        "--height", type=positive_int_arg, default=None, help="image height (default: the model's)"
+    )
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="random seed in [0, 2**63 - 1] (default: 0)"
+    )
     p.set_defaults(func=_cmd_demo)

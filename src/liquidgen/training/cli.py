@@ -4,23 +4,38 @@ over the training package."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
+import shutil
+from pathlib import Path
 
-from liquidgen.errors import ConfigError
+from liquidgen.errors import ConfigError, OutputError
+from liquidgen.utils.args import positive_int_arg, size_arg
+from liquidgen.utils.io import check_writable_dir
+from liquidgen.utils.limits import check_batch
+
+TEXT_SUFFIXES = (".txt", ".jsonl")  # local inputs read as UTF-8 text
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``"64"`` or ``"96x160"`` (width x height) -> ``(width, height)``."""
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected N or WxH with positive numbers, got {text!r}")
-    return values[0], values[1]
+def check_utf8_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> None:
+    """Raise :class:`ConfigError` unless the file ``path`` is valid UTF-8 (read in chunks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                raise ConfigError(
+                    f"{path}: not UTF-8 text (byte {done + e.start}: {e.reason})"
+                ) from None
+            done += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (truncated at the end: {e.reason})"
+            ) from None
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -31,6 +46,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"out_dir {out_dir} exists and is not a folder")
+    check_writable_dir(out_dir)  # before the model loads
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars would interleave with ours
@@ -47,6 +66,13 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     from liquidgen.training.data import tokenize_dataset
     from liquidgen.training.inputs import open_input
 
+    # Every input and the output location are checked before any work or output.
+    out_dir = Path(args.out)
+    check_writable_dir(out_dir)
+    check_batch(args.batch_size, "--batch-size")
+    local = Path(args.input)
+    if local.suffix in TEXT_SUFFIXES and local.is_file():
+        check_utf8_file(local)
     source = open_input(args.input)
     vqgan = None
     if args.vqgan is not None:
@@ -55,16 +81,24 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         vqgan = VQGAN.from_pretrained(args.vqgan)
     elif source.has_images:
         raise ConfigError(f"{args.input} has images: pass --vqgan DIR")
-    out = tokenize_dataset(
-        source,
-        args.out,
-        vqgan=vqgan,
-        image_size=args.size,
-        preprocess=args.preprocess,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-    )
+    existed = out_dir.exists()
+    try:
+        out = tokenize_dataset(
+            source,
+            out_dir,
+            vqgan=vqgan,
+            image_size=args.size,
+            preprocess=args.preprocess,
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+    except BaseException:
+        # A folder this run created and in which no shard was finished is removed whole
+        # (settings.json alone is not worth keeping); finished shards stay for a resume.
+        if not existed and out_dir.is_dir() and not any(out_dir.glob("shard-*.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     print(f"liquidgen: {len(source)} records -> {out}")
     return 0
 
@@ -159,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tok.add_argument(
         "--size",
-        type=_size,
+        type=size_arg,
         help="bring every image to N or WxH pixels first (default: native size)",
     )
     tok.add_argument(
@@ -169,10 +203,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --size: resize+centre-crop (generation, default) or pad to square (understanding)",
     )
     tok.add_argument(
-        "--shard-size", type=int, default=1024, help="records per shard (default 1024)"
+        "--shard-size", type=positive_int_arg, default=1024, help="records per shard (default 1024)"
     )
     tok.add_argument(
-        "--batch-size", type=int, default=16, help="images per VQGAN forward (default 16)"
+        "--batch-size",
+        type=positive_int_arg,
+        default=16,
+        help="images per VQGAN forward (default 16; at most LIQUIDGEN_MAX_BATCH, default 256)",
     )
     tok.add_argument("--quiet", action="store_true", help="no progress bar")
     tok.set_defaults(func=_run_tokenize)

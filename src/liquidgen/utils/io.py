@@ -248,6 +248,8 @@ def prepare_output_dir(
         elif (
             any(path.iterdir()) and not is_own_output(path, markers, exact=exact) and not overwrite
         ):
+            if not markers:
+                raise OutputError(f"{path} is a folder that is not empty; {OVERWRITE_HINT}")
             only = " only" if exact else ""
             raise OutputError(
                 f"{path} is a folder of other files (not an earlier {what} with{only} "
@@ -268,4 +270,17 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     if not parent.is_dir():
         raise OutputError(f"output folder {path.parent} does not exist")
     _probe_writable(parent)
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that files can be written in the folder ``path`` (created
+    later if missing; it must not be a file); raises :class:`OutputError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder")
+    if path.is_dir():
+        _probe_writable(path)
+    else:
+        _check_parent(path)
     return path
