@@ -7,6 +7,7 @@ import argparse
 import codecs
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from liquidgen.errors import ConfigError, OutputError
@@ -91,7 +92,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
             preprocess=args.preprocess,
             shard_size=args.shard_size,
             batch_size=args.batch_size,
-            progress=not args.quiet,
+            progress=not args.quiet and sys.stderr.isatty(),  # no bar in logs and errors
         )
     except BaseException:
         # A folder this run created and in which no shard was finished is removed whole
@@ -211,6 +212,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=16,
         help="images per VQGAN forward (default 16; at most LIQUIDGEN_MAX_BATCH, default 256)",
     )
-    tok.add_argument("--quiet", action="store_true", help="no progress bar")
+    tok.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
     tok.set_defaults(func=_run_tokenize)
     data.set_defaults(func=lambda _args: data.print_help() or 2)
