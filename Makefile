@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean tiny-model smollm2-liquid smollm2-text-only
+.PHONY: install demo test fuzz lint format clean tiny-model smollm2-liquid smollm2-text-only
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The long profile of the property-based suite (tests/reliability/test_fuzz.py; `make test`
+# runs its quick profile): FUZZ_EXAMPLES examples per target, statistics printed per target.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	LIQUIDGEN_FUZZ_PROFILE=fuzz LIQUIDGEN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 \
+		$(PY) -m pytest -q tests/reliability/test_fuzz.py -p no:cacheprovider --hypothesis-show-statistics
 
 # Train the shipped demo model from scratch (resumable; see configs/liquidgen-tiny/recipe.yaml).
 tiny-model: $(STAMP)

@@ -232,14 +232,16 @@ def test_read_only_output_folders(readonly: Path, assets: Path, args: tuple[str]
         (("tokenizer", "decode", "--tokenizer", "vq", "grid.jsonl", "-o", "o.png"), "grid"),
         (("tokenizer", "decode", "--tokenizer", "vq", "range.jsonl", "-o", "o.png"), "[0, 64)"),
         (("demo", "--out", "d", "--width", "7"), "--width"),
+        (("tokenizer", "decode", "--tokenizer", "vq", "one.jsonl", "-o", "o.png"), "1x1"),
     ],
     ids=["eval-seed", "demo-seed", "world-seed", "float-codes", "grid-mismatch", "code-range",
-         "demo-width"],
+         "demo-width", "one-code"],
 )  # fmt: skip
 def test_values_are_checked(work: Path, args: tuple[str], fragment: str) -> None:
     (work / "float.jsonl").write_text('{"grid": [2, 2], "codes": [[0.5, 1], [1, 1]]}\n')
     (work / "grid.jsonl").write_text('{"grid": [3, 3], "codes": [[0, 1], [1, 1]]}\n')
     (work / "range.jsonl").write_text('{"grid": [1, 2], "codes": [[0, 64]]}\n')
+    (work / "one.jsonl").write_text('{"grid": [1, 1], "codes": [[3]]}\n')  # found by the fuzzer
     _check(work, *args, fragments=(fragment,))
 
 

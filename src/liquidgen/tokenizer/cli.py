@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from liquidgen.errors import CheckpointError, CodeRangeError
+from liquidgen.errors import CheckpointError, CodeRangeError, ShapeError
 from liquidgen.tokenizer.images import (
     load_image,
     pil_to_tensor,
@@ -33,6 +33,27 @@ def _load_pixels(path: Path, size: tuple[int, int] | None) -> torch.Tensor:
     return pil_to_tensor(img)  # (1, 3, H, W)
 
 
+def encode_pixels(model: VQGAN, pixels: torch.Tensor) -> torch.Tensor:
+    """``model.encode`` with a :class:`ShapeError` for a size the network cannot take (e.g. a
+    latent of one position, which a GroupNorm of one channel per group refuses)."""
+    try:
+        with torch.no_grad():
+            return model.encode(pixels)
+    except (ValueError, RuntimeError) as e:
+        size = "x".join(map(str, pixels.shape[-2:][::-1]))
+        raise ShapeError(f"cannot encode a {size} image with this tokenizer ({e})") from None
+
+
+def decode_grid(model: VQGAN, codes: torch.Tensor) -> torch.Tensor:
+    """``model.decode`` with a :class:`ShapeError` for a grid the network cannot take."""
+    try:
+        with torch.no_grad():
+            return model.decode(codes)
+    except (ValueError, RuntimeError) as e:
+        grid = "x".join(map(str, codes.shape[-2:]))
+        raise ShapeError(f"cannot decode a {grid} code grid with this tokenizer ({e})") from None
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if not (src / "vqgan.yaml").is_file() or not (src / "vqgan.ckpt").is_file():
@@ -53,7 +74,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     records = []
     for path in args.images:
         pixels = _load_pixels(Path(path), args.size)
-        codes = model.encode(pixels)[0]  # (h, w)
+        codes = encode_pixels(model, pixels)[0]  # (h, w)
         records.append({"file": str(path), "grid": list(codes.shape), "codes": codes.tolist()})
     text = "".join(json.dumps(r) + "\n" for r in records)
     if out is None:
@@ -130,7 +151,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         if len(grids) == 1
         else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(grids))]
     )
-    images = [tensor_to_pil(model.decode(g))[0] for g in grids]  # decode all before writing
+    images = [tensor_to_pil(decode_grid(model, g))[0] for g in grids]  # all before writing
     for img, target in zip(images, targets, strict=True):
         with atomic_path(target) as tmp:
             img.save(tmp, format="PNG")
@@ -143,8 +164,8 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     check_output_file(out)
     model = VQGAN.from_pretrained(args.tokenizer)
     pixels = _load_pixels(Path(args.image), args.size)
-    codes = model.encode(pixels)
-    recon = model.decode(codes)
+    codes = encode_pixels(model, pixels)
+    recon = decode_grid(model, codes)
     mse = torch.mean((recon.clamp(-1, 1) - pixels) ** 2 / 4.0).item()  # on [0, 1] scale
     psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
     with atomic_path(out) as tmp:

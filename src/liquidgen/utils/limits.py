@@ -125,6 +125,7 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageReadError(f"{path}: no such file")
     limit = max_decode_pixels()
     with _PIL_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a decoder's notes (e.g. odd TIFF tags) are not errors
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
         try:
