@@ -142,8 +142,11 @@ def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def _check_out(out: Path) -> None:
+    from liquidgen.utils.io import check_writable_dir
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
+    check_writable_dir(out)  # before the model loads
 
 
 def _load(args: argparse.Namespace) -> Pipeline:

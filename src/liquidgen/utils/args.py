@@ -10,6 +10,7 @@ errors on one line with exit status 2.
   seeds and torch's take at most 64 bits, and commands add small offsets (``seed + j``).
 - sizes: ``N`` or ``WxH`` with positive numbers, under the pixel limit of
   :mod:`liquidgen.utils.limits`.
+- floats (CFG scale, temperature, ...): finite (no ``inf``/``nan``), optionally ``> 0``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def argtype(check: Callable[..., T], *args: object, **kwargs: object) -> Callabl
 
 
 seed_arg = argtype(check_seed)
+finite_float_arg = argtype(check_finite_float)
+nonnegative_float_arg = argtype(check_finite_float, "value", low=0.0)
+positive_float_arg = argtype(check_finite_float, "value", positive=True)
 positive_int_arg = argtype(check_int_range, "value", low=1)
 nonnegative_int_arg = argtype(check_int_range, "value", low=0)
 size_arg = argtype(parse_size)
