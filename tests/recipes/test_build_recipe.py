@@ -11,6 +11,7 @@ import yaml
 from liquidgen.recipes.build import Recipe, _substitute, run
 from liquidgen.training import load_config
 from liquidgen.utils.config import read_yaml_mapping
+from liquidgen.world.text import TAGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
             "understanding_size": 64,
             "easy_vqa_size": 32,
             "tokenizer": {
-                "config": str(REPO / "configs/tokenizer-world.yaml"),
+                "config": str(REPO / "configs/tokenizer-world-local.yaml"),
                 "overrides": [
                     "train.steps=2",
                     "train.warmup_steps=1",
@@ -42,6 +43,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                     "data.eval_images=2",
                     "data.sizes=[64x64]",
                     "data.crop=null",
+                    "data.lattice=8",
                     "train.batch_size=2",
                     "output.save_every=1",
                     "output.log_every=1",
@@ -49,6 +51,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
                 "phases": [["train.steps=3"]],
             },
             "world": {"train": 12, "val": 4, "seed": 0},
+            "world_prompted": {"train": 12, "val": 4, "seed": 2, "lattice": 8},
             "text_tokenizer": {"vocab_size": 400},
             "backbone": str(backbone),
             "train": {
@@ -73,6 +76,10 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2
     work = tmp_path / "work"
+    # text to image read the prompted scenes: one prompt per GenEval category in turn
+    prompted = [json.loads(line) for line in (work / "world-prompted-train/metadata.jsonl").open()]
+    assert [r["prompts"][0]["tag"] for r in prompted[:6]] == list(TAGS)
+    assert json.loads((work / "world-prompted-train/dataset.json").read_text())["lattice"] == 8
     # the tokenizer's second phase resumed the first one's run and trained one more step
     assert (work / "vq/phase-1.done").is_file() and (work / "vq/phase-2.done").is_file()
     assert (work / "vq/checkpoints/step-00000003").is_dir()

@@ -54,6 +54,26 @@ def test_lr_schedule() -> None:
     assert lr_factor(100, cosine) == pytest.approx(0.1)
     base["optim"]["schedule"] = "constant"
     assert lr_factor(99, TrainConfig.from_dict(base)) == 1.0
+    base["optim"].update(schedule="wsd", decay_fraction=0.2)  # stable to step 80, then linear
+    wsd = TrainConfig.from_dict(base)
+    assert lr_factor(4, wsd) == pytest.approx(0.5) and lr_factor(79, wsd) == 1.0
+    assert lr_factor(89, wsd) == pytest.approx(1.0 - 0.9 * 10 / 20)
+    assert lr_factor(99, wsd) == pytest.approx(0.1)
+
+
+def test_validation_splits_the_t2i_loss_by_condition_and_cell(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The prompt-reading diagnostic: the same validation images with and without prompt,
+    image-token loss on background and object cells (training/diagnostics.py)."""
+    trainer = Trainer(TrainConfig.from_dict(config_dict(tiny_model, tiny_data, tmp_path / "o")))
+    assert set(trainer.diag_sets) == {"cond", "uncond"}
+    assert trainer.diag_background  # codes of flat backgrounds from the model's vq/
+    metrics = trainer.validate()
+    for key in ("cond/object", "uncond/object", "cond/background", "uncond/background"):
+        assert math.isfinite(metrics[f"t2i-diag/{key}"]), key
+    gain = metrics["t2i-diag/uncond/object"] - metrics["t2i-diag/cond/object"]
+    assert metrics["t2i-diag/object_gain"] == pytest.approx(gain)
 
 
 def test_loss_sums_cross_entropy_z_loss_and_accuracy() -> None:

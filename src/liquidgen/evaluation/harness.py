@@ -33,6 +33,7 @@ from liquidgen.evaluation.t2i import (
     DEFAULT_PROMPT_BATCH,
     DEFAULT_PROMPTS_PER_TAG,
     T2ISample,
+    chance_level,
     evaluate_t2i,
     size_name,
     summarize_t2i,
@@ -41,6 +42,7 @@ from liquidgen.evaluation.text import DEFAULT_TEXT_BATCH, evaluate_text
 from liquidgen.evaluation.tokenizer import (
     DEFAULT_SCENES_PER_SIZE,
     DEFAULT_TOKENIZER_BATCH,
+    evaluate_locality,
     evaluate_roundtrip,
     summarize_tokenizer,
 )
@@ -195,6 +197,7 @@ def run_evaluation(pipe: Pipeline, settings: EvalSettings, *, model: str | None)
                     "top_p": pipe.defaults.top_p,
                 },
                 **summarize_t2i(out.records),
+                "chance": chance_level(prompts_per_tag),
             }
             records += [r.to_dict() for r in out.records]
             samples = out.samples
@@ -251,6 +254,11 @@ def run_evaluation(pipe: Pipeline, settings: EvalSettings, *, model: str | None)
                 progress=settings.progress,
             )
             results["tokenizer"] = summarize_tokenizer(tok_records, stats, vq.codebook_size)
+            results["tokenizer"]["locality"] = evaluate_locality(
+                vq,
+                image_sizes(pipe, sizes),
+                scenes_per_size=settings.limit or DEFAULT_SCENES_PER_SIZE,
+            )
             records += [r.to_dict() for r in tok_records]
             count = len(tok_records)
         seconds = time.perf_counter() - start

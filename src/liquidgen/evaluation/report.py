@@ -115,6 +115,18 @@ def _headline(results: dict[str, Any]) -> list[list[str]]:
                         _acc(part["overall"]),
                     ]
                 )
+                if "sensitivity" in part:
+                    chance = t2i.get("chance", {}).get(split)
+                    rows.append(
+                        [
+                            f"text to image, {SPLIT_NAMES[split]} compositions",
+                            "prompt sensitivity: own minus shuffled prompt"
+                            + (
+                                f" (random-scene chance {chance:.3f})" if chance is not None else ""
+                            ),
+                            f"{part['sensitivity']:.3f}",
+                        ]
+                    )
     for source, part in results.get("vqa", {}).get("sources", {}).items():
         rows.append(
             [
@@ -150,6 +162,17 @@ def _headline(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
         rows.append(["image tokenizer", "PSNR (dB)", f"{tok['psnr']:.2f}"])
+        loc = tok.get("locality")
+        if loc:
+            rows += [
+                [
+                    "image tokenizer",
+                    "far-code change, one object removed",
+                    f"{loc['far_change']:.3f}",
+                ],
+                ["image tokenizer", "re-encode stability", f"{loc['reencode']:.3f}"],
+                ["image tokenizer", "codes per flat background (max)", str(loc["flat_codes_max"])],
+            ]
     return rows
 
 
@@ -209,6 +232,15 @@ def _tokenizer_table(tok: dict[str, Any]) -> list[str]:
         f"Codebook usage {tok['codes_used']} / {tok['codebook_size']} codes "
         f"({100 * tok['usage']:.1f}%), code perplexity {tok['perplexity']:.1f}."
     )
+    loc = tok.get("locality")
+    if loc:
+        usage += (
+            f" Locality: {100 * loc['far_change']:.1f}% of the {loc['far_codes']} codes >= 32 px "
+            f"from a removed object change; {100 * loc['reencode']:.1f}% of codes survive "
+            f"encode(decode(codes)); flat backgrounds use "
+            + ", ".join(f"{n} {k}" for k, n in loc["flat_codes"].items())
+            + " codes."
+        )
     return [
         "### Image tokenizer: round trip of world renders",
         "",

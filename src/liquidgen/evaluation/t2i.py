@@ -15,6 +15,12 @@ smaller ``prompts_per_tag`` gives a prefix of a larger one. Two splits are repor
 - ``heldout``: held-out shape-colour pairs and relations that no training text states
   (world split ``heldout``; only ``colors``, ``position`` and ``color_attr`` can hold out).
 
+**Does the model read its prompt?** Every image is also scored against a *shuffled* prompt:
+the next distinct prompt of the same split and category (a fixed derangement). A model that
+ignores its prompt scores the same on both; ``own - shuffled`` (the prompt sensitivity) is
+what the text explains. :func:`chance_level` is the score of a model that draws a random
+world scene whatever it is asked (exact, from the scenes, no rendering), the floor to beat.
+
 Every size of the checkpoint is evaluated with the same prompts. Image ``j`` of prompt ``p``
 (``p`` counts seen prompts first, then held-out ones) is drawn with seed ``seed + p * n + j``
 at every size, whatever the batching, so reruns give the same images.
@@ -44,6 +50,8 @@ SPLIT_TAGS = {"seen": TAGS, "heldout": HELDOUT_TAGS}
 # stop being comparable.
 PROMPT_SEEDS = {"seen": 610_001, "heldout": 610_002}
 DRAWS_PER_PROMPT = 50  # draws per wanted prompt before a category counts as exhausted
+CHANCE_SEED = 610_003  # random scenes of the chance level; never change it
+CHANCE_SCENES = 64  # random scenes scored per prompt for the chance level
 
 ProgressFn = Callable[[int, int], None]
 
@@ -76,6 +84,8 @@ class T2IRecord:
     seed: int  # the sampling seed of this image
     correct: bool
     reasons: tuple[str, ...]  # why the image fails the prompt (empty when correct)
+    # the same image scored against another prompt of its split and category (None: not run)
+    shuffled_correct: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "t2i", **dataclasses.asdict(self), "reasons": list(self.reasons)}
@@ -133,6 +143,44 @@ def prompt_set(
     return prompts
 
 
+def shuffled_prompts(specs: Sequence[PromptSpec]) -> list[PromptSpec]:
+    """For each spec, the next spec of the same category with a different prompt (cyclic);
+    the spec itself when its category has only one prompt."""
+    by_tag: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_tag.setdefault(spec.tag, []).append(i)
+    out = list(specs)
+    for members in by_tag.values():
+        for k, i in enumerate(members):
+            for step in range(1, len(members)):
+                other = specs[members[(k + step) % len(members)]]
+                if other.prompt != specs[i].prompt:
+                    out[i] = other
+                    break
+    return out
+
+
+def chance_level(
+    prompts_per_tag: int = DEFAULT_PROMPTS_PER_TAG,
+    *,
+    size: tuple[int, int] = (128, 128),
+    scenes: int = CHANCE_SCENES,
+) -> dict[str, float]:
+    """GenEval overall per split of a model that ignores its prompt and draws a random world
+    scene (``sample_scene``, 1-4 objects) for each of ``scenes`` images per prompt."""
+    from liquidgen.world import sample_scene
+
+    prompts = prompt_set(prompts_per_tag)
+    out: dict[str, float] = {}
+    for split in SPLITS:
+        rng = np.random.default_rng([CHANCE_SEED, SPLITS.index(split)])
+        drawn = [sample_scene(rng, *size, split=WORLD_SPLIT[split]) for _ in range(scenes)]
+        out[split] = aggregate(
+            (spec.tag, evaluate_scene(spec, scene)[0]) for spec in prompts[split] for scene in drawn
+        ).overall
+    return out
+
+
 def parse_generated(image: Image.Image) -> Scene | str:
     """The scene the parser reads in a model's image, or why it could not read one.
 
@@ -177,6 +225,11 @@ def evaluate_t2i(
         raise ConfigError("no image size to evaluate")
     prompts = prompt_set(prompts_per_tag)
     jobs = [(split, p) for split in SPLITS for p in prompts[split]]  # global prompt index order
+    other = {
+        (split, spec.prompt): shuffled
+        for split in SPLITS
+        for spec, shuffled in zip(prompts[split], shuffled_prompts(prompts[split]), strict=True)
+    }
     records: list[T2IRecord] = []
     samples: list[T2ISample] = []
     total = len(jobs) * n * len(sizes)
@@ -215,6 +268,7 @@ def evaluate_t2i(
                                 f"for size {size}"
                             )
                         ok, reasons = score_image(spec, image)
+                        wrong = other[(split, spec.prompt)]
                         record = T2IRecord(
                             split=split,
                             tag=spec.tag,
@@ -224,6 +278,7 @@ def evaluate_t2i(
                             seed=seed + (start + offset) * n + j,
                             correct=ok,
                             reasons=reasons,
+                            shuffled_correct=score_image(wrong, image)[0],
                         )
                         records.append(record)
                         if (split, spec.tag) not in sampled:
@@ -251,4 +306,8 @@ def summarize_t2i(records: Sequence[T2IRecord]) -> dict[str, Any]:
             "prompts": len({r.prompt for r in mine}),
             "per_size": {s: _accuracies([r for r in mine if r.size == s]) for s in sizes},
         }
+        if all(r.shuffled_correct is not None for r in mine):
+            shuffled = aggregate((r.tag, bool(r.shuffled_correct)) for r in mine)
+            summary[split]["shuffled"] = {"overall": shuffled.overall, "per_tag": shuffled.per_tag}
+            summary[split]["sensitivity"] = summary[split]["overall"] - shuffled.overall
     return summary

@@ -89,6 +89,10 @@ class Recipe:
     # sampler defaults written into liquid_generation.json (cfg_scale, temperature, top_k,
     # top_p); {}: the authors' defaults (CFG 7.0, temperature 0.99, top-k 4096, top-p 0.96)
     generation: dict[str, float] = dataclasses.field(default_factory=dict)
+    # prompted world data for text to image (``world make --kind prompted``): {train: N,
+    # val: N, seed: S, lattice: PIXELS}; written to work/world-prompted-{train,val} when the
+    # training config reads tok/world-prompted-*
+    world_prompted: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         scratch = self.backbone is not None and self.text_tokenizer is not None
@@ -280,6 +284,19 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
             _log(f"stage 2/9: world {split} ({n} images at {', '.join(recipe.sizes)})")
             with clock.stage("2-world"):
                 write_dataset(work / f"world-{split}", n, sizes, s, "train", progress=progress)
+    prompted = recipe.world_prompted or {}
+    for split in ("train", "val"):
+        name = f"world-prompted-{split}"
+        if name in used and not (work / name / "metadata.jsonl").is_file():
+            if split not in prompted:
+                raise ConfigError(f"the training config reads {name}: set world_prompted.{split}")
+            pseed = prompted.get("seed", seed + 2) + (split == "val")
+            _log(f"stage 2/9: prompted world {split} ({prompted[split]} images)")
+            with clock.stage("2-world"):
+                write_dataset(
+                    work / name, prompted[split], sizes, pseed, "train",
+                    kind="prompted", lattice=prompted.get("lattice"), progress=progress,
+                )  # fmt: skip
     # 3-4. text tokenizer + backbone: trained here, or the pretrained base's
     backbone_dir = work / "backbone"
     if recipe.base is not None:
@@ -327,6 +344,11 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
         (f"world-{split}", str(work / f"world-{split}"), vqgan, None, "generation")
         for split in ("train", "val")
     ]
+    jobs += [
+        (f"world-prompted-{split}", str(work / f"world-prompted-{split}"), vqgan, None,
+         "generation")
+        for split in ("train", "val")
+    ]  # fmt: skip
     easy = (recipe.easy_vqa_size, recipe.easy_vqa_size)
     jobs += [
         (f"easy-vqa-{s}", f"easy-vqa:{s}", vqgan, easy, "understanding") for s in ("train", "test")

@@ -11,6 +11,11 @@ from typing import Any
 
 from liquidgen.errors import ConfigError
 
+NORMS = ("group", "pixel", "none")
+# ddconfig keys beyond the authors' yaml, written only when they differ from the default so
+# that an authors'-architecture config round-trips to exactly their keys
+_EXTENSIONS = {"norm": "group", "mid_attn": True, "encoder_kernel": 3}
+
 
 @dataclasses.dataclass(frozen=True)
 class VQGANConfig:
@@ -35,11 +40,25 @@ class VQGANConfig:
     n_embed: int = 8192  # codebook size
     embed_dim: int = 256  # code dimension
     beta: float = 0.25  # commitment-loss weight
+    # Options beyond the authors' architecture (their values are the defaults, so a config
+    # without these keys is exactly Chameleon's / Liquid's VQGAN). Locality: GroupNorm
+    # normalises each group over the whole image and the mid-block attention is global, so
+    # a code depends on every pixel; ``norm="pixel"`` (LayerNorm over channels at each
+    # position) or ``"none"``, ``mid_attn=False`` and ``encoder_kernel=1`` (1x1 convolutions
+    # in the encoder's res blocks, mid block and output, so each code sees only a
+    # ``downsample * 2 + 1`` pixel window) make codes local and canonical.
+    norm: str = "group"  # "group" (GroupNorm(32), the authors') | "pixel" | "none"
+    mid_attn: bool = True  # the mid-block self-attention of encoder and decoder
+    encoder_kernel: int = 3  # kernel of the encoder's res-block / mid / conv_out convolutions
 
     def __post_init__(self) -> None:
         if self.double_z:
             raise ConfigError("double_z=True is a VAE setting; a VQGAN needs double_z=False")
-        if self.ch % 32 or any(self.ch * m % 32 for m in self.ch_mult):
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.encoder_kernel not in (1, 3):
+            raise ConfigError(f"encoder_kernel must be 1 or 3, got {self.encoder_kernel}")
+        if self.norm == "group" and (self.ch % 32 or any(self.ch * m % 32 for m in self.ch_mult)):
             raise ConfigError(
                 f"channel widths must be multiples of 32 (GroupNorm(32)); ch={self.ch}"
             )
@@ -77,6 +96,7 @@ class VQGANConfig:
             "num_res_blocks": self.num_res_blocks,
             "attn_resolutions": list(self.attn_resolutions),
             "dropout": self.dropout,
+            **{k: getattr(self, k) for k, d in _EXTENSIONS.items() if getattr(self, k) != d},
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +120,10 @@ class VQGANConfig:
         unknown = set(dd) - known
         if unknown:
             raise ConfigError(f"unknown ddconfig field(s): {sorted(unknown)}")
+        if "mid_attn" in dd:
+            dd["mid_attn"] = bool(dd["mid_attn"])
+        if "encoder_kernel" in dd:
+            dd["encoder_kernel"] = int(dd["encoder_kernel"])
         for key in ("ch_mult", "attn_resolutions"):
             if key in dd:
                 dd[key] = tuple(int(v) for v in dd[key])

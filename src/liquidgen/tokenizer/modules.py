@@ -15,20 +15,51 @@ from torch import nn
 from liquidgen.tokenizer.config import VQGANConfig
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+class PixelNorm(nn.Module):
+    """LayerNorm over the channels at each position: local, unlike GroupNorm, which pools
+    each group over the whole image (so one object changes every code's features)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        # statistics over dim 1 in place of a permuted F.layer_norm: no (B, H, W, C) copies
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)  # (B, 1, H, W)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _norm(channels: int, kind: str = "group") -> nn.Module:
+    """The normalisation layer named by ``VQGANConfig.norm`` (``group`` is taming's)."""
+    if kind == "group":
+        return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    if kind == "pixel":
+        return PixelNorm(channels)
+    return nn.Identity()
 
 
 class ResnetBlock(nn.Module):
-    """GroupNorm -> swish -> conv3x3, twice, plus a 1x1 ``nin_shortcut`` when widths differ."""
+    """Norm -> swish -> conv, twice, plus a 1x1 ``nin_shortcut`` when widths differ
+    (taming: GroupNorm and 3x3 convolutions)."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dropout: float,
+        *,
+        norm: str = "group",
+        kernel: int = 3,
+    ) -> None:
         super().__init__()
-        self.norm1 = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = _norm(out_channels)
+        self.norm1 = _norm(in_channels, norm)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+        self.norm2 = _norm(out_channels, norm)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel, padding=kernel // 2)
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
         else:
@@ -45,9 +76,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with 1x1-conv projections (q, k, v, proj_out)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "group") -> None:
         super().__init__()
-        self.norm = _norm(channels)
+        self.norm = _norm(channels, norm)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -94,11 +125,13 @@ class _Level(nn.Module):
 
 
 class _Mid(nn.Module):
-    def __init__(self, channels: int, dropout: float) -> None:
+    def __init__(
+        self, channels: int, dropout: float, *, norm: str, kernel: int, attn: bool
+    ) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        self.block_1 = ResnetBlock(channels, channels, dropout, norm=norm, kernel=kernel)
+        self.attn_1 = AttnBlock(channels, norm) if attn else nn.Identity()
+        self.block_2 = ResnetBlock(channels, channels, dropout, norm=norm, kernel=kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -109,6 +142,7 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: VQGANConfig) -> None:
         super().__init__()
+        k = cfg.encoder_kernel
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
         in_mult = (1, *cfg.ch_mult)
         res = cfg.resolution
@@ -117,17 +151,19 @@ class Encoder(nn.Module):
             level = _Level()
             block_in, block_out = cfg.ch * in_mult[i], cfg.ch * mult
             for _ in range(cfg.num_res_blocks):
-                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout))
+                level.block.append(
+                    ResnetBlock(block_in, block_out, cfg.dropout, norm=cfg.norm, kernel=k)
+                )
                 block_in = block_out
                 if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, cfg.norm))
             if i != len(cfg.ch_mult) - 1:
                 level.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(level)
-        self.mid = _Mid(block_in, cfg.dropout)
-        self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, cfg.z_channels, 3, padding=1)
+        self.mid = _Mid(block_in, cfg.dropout, norm=cfg.norm, kernel=k, attn=cfg.mid_attn)
+        self.norm_out = _norm(block_in, cfg.norm)
+        self.conv_out = nn.Conv2d(block_in, cfg.z_channels, k, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -151,22 +187,22 @@ class Decoder(nn.Module):
         block_in = cfg.ch * cfg.ch_mult[-1]
         res = cfg.resolution // 2 ** (n_levels - 1)
         self.conv_in = nn.Conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = _Mid(block_in, cfg.dropout)
+        self.mid = _Mid(block_in, cfg.dropout, norm=cfg.norm, kernel=3, attn=cfg.mid_attn)
         levels: list[_Level] = []
         for i in reversed(range(n_levels)):
             level = _Level()
             block_out = cfg.ch * cfg.ch_mult[i]
             for _ in range(cfg.num_res_blocks + 1):
-                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout))
+                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout, norm=cfg.norm))
                 block_in = block_out
                 if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, cfg.norm))
             if i != 0:
                 level.upsample = Upsample(block_in)
                 res *= 2
             levels.insert(0, level)  # up[i] is level i, so keys match the checkpoint
         self.up = nn.ModuleList(levels)
-        self.norm_out = _norm(block_in)
+        self.norm_out = _norm(block_in, cfg.norm)
         self.conv_out = nn.Conv2d(block_in, cfg.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -110,8 +110,18 @@ class DataConfig:
     eval_path: str | None = None  # folder: held-out images for the final evaluation
     eval_images: int = 64  # world: held-out scenes (a separate random stream)
     seed: int = 0  # world scenes
+    # world: this fraction of the scenes put object centres on a lattice of this many
+    # pixels (liquidgen.world.sample_scene's ``lattice``), the rest anywhere
+    lattice: int | None = None
+    lattice_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.lattice is not None and self.lattice <= 0:
+            raise ConfigError(f"data.lattice must be > 0 pixels, got {self.lattice}")
+        if not 0.0 <= self.lattice_fraction <= 1.0:
+            raise ConfigError(
+                f"data.lattice_fraction must be in [0, 1], got {self.lattice_fraction}"
+            )
         if self.source not in ("world", "folder"):
             raise ConfigError(f"data.source must be 'world' or 'folder', got {self.source!r}")
         if self.source == "folder" and not self.path:
@@ -368,9 +378,16 @@ def _stack_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], torch.Te
 
 
 def render_world(
-    sizes: Sequence[tuple[int, int]], count: int, seed: int, stream: int
+    sizes: Sequence[tuple[int, int]],
+    count: int,
+    seed: int,
+    stream: int,
+    *,
+    lattice: int | None = None,
+    lattice_fraction: float = 0.5,
 ) -> list[torch.Tensor]:
-    """``count`` world scenes as uint8 (3, H, W); scene ``i`` has size ``sizes[i % len(sizes)]``."""
+    """``count`` world scenes as uint8 (3, H, W); scene ``i`` has size ``sizes[i % len(sizes)]``
+    and, with ``lattice``, its centres on that lattice with probability ``lattice_fraction``."""
     # Imported here: the world package is an optional data source of this trainer.
     from liquidgen.world.render import render
     from liquidgen.world.scene import sample_scene
@@ -378,7 +395,9 @@ def render_world(
     out = []
     for i in range(count):
         w, h = sizes[i % len(sizes)]
-        scene = sample_scene(np.random.default_rng([seed, stream, i]), w, h)
+        rng = np.random.default_rng([seed, stream, i])
+        on_lattice = lattice if lattice and rng.random() < lattice_fraction else None
+        scene = sample_scene(rng, w, h, lattice=on_lattice)
         out.append(to_uint8_tensor(render(scene)))
     return out
 
@@ -407,8 +426,9 @@ def load_folder(
 def build_data(cfg: DataConfig, *, progress: bool = False) -> tuple[ImageBank, list[torch.Tensor]]:
     """Training bank and held-out images (uint8 (3, H, W) each; may be empty)."""
     if cfg.source == "world":
-        train = render_world(cfg.sizes, cfg.num_images, cfg.seed, _STREAM_WORLD_TRAIN)
-        held_out = render_world(cfg.sizes, cfg.eval_images, cfg.seed, _STREAM_WORLD_EVAL)
+        lattice = {"lattice": cfg.lattice, "lattice_fraction": cfg.lattice_fraction}
+        train = render_world(cfg.sizes, cfg.num_images, cfg.seed, _STREAM_WORLD_TRAIN, **lattice)
+        held_out = render_world(cfg.sizes, cfg.eval_images, cfg.seed, _STREAM_WORLD_EVAL, **lattice)
     else:
         assert cfg.path is not None  # checked by DataConfig
         train = load_folder(cfg.path, cfg.sizes, progress=progress)

@@ -26,7 +26,7 @@ from liquidgen.utils.config import apply_overrides, coerce, read_yaml_mapping
 MODALITIES = ("text", "t2i", "caption", "vqa", "chat")
 PRECISIONS = ("bf16", "fp32")
 STRATEGIES = ("auto", "none", "ddp", "fsdp2")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "wsd")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
@@ -140,9 +140,12 @@ class OptimConfig:
     weight_decay: float = 0.1  # decoupled weight decay on matrices (not on norms/biases)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
-    schedule: str = "cosine"  # cosine (decay to min_lr_ratio * lr) | constant (after warm-up)
+    # cosine (decay to min_lr_ratio * lr) | constant (after warm-up) | wsd (warm-up, stable,
+    # then a linear decay to min_lr_ratio * lr over the last decay_fraction of the steps)
+    schedule: str = "cosine"
     warmup_steps: int = 0  # linear warm-up from 0 to lr
-    min_lr_ratio: float = 0.1  # floor of the cosine schedule, as a share of lr
+    min_lr_ratio: float = 0.1  # floor of the cosine / wsd schedule, as a share of lr
+    decay_fraction: float = 0.2  # wsd: share of max_steps spent decaying
     grad_clip: float | None = 1.0  # max global grad norm (None: no clipping; paper 7B: 0.5)
     z_loss: float = 0.0  # weight of logsumexp(logits)^2 (PaLM uses 1e-4; paper: on for >= 7B)
 
@@ -157,6 +160,8 @@ class OptimConfig:
             raise ConfigError(f"optim.betas must lie in [0, 1), got {self.betas}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"optim.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip is not None and not self.grad_clip > 0:

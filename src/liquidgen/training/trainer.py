@@ -48,6 +48,7 @@ from liquidgen.checkpoint import carry_over, write_layout, write_train_config
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.model import load_liquid
 from liquidgen.training import checkpoint as ckpt
+from liquidgen.training import diagnostics
 from liquidgen.training import dist as D
 from liquidgen.training.config import TrainConfig
 from liquidgen.training.data import TokenizedDataset
@@ -152,12 +153,20 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of the peak LR for optimiser step ``step`` (0-based): linear warm-up, then
-    constant or cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    constant, cosine decay to ``min_lr_ratio`` at ``max_steps``, or (wsd) constant until the
+    last ``decay_fraction`` of the steps and a linear decay to ``min_lr_ratio`` over them."""
     warmup = config.optim.warmup_steps
     if step < warmup:
         return (step + 1) / warmup
     if config.optim.schedule == "constant":
         return 1.0
+    if config.optim.schedule == "wsd":
+        decay = max(int(config.max_steps * config.optim.decay_fraction), 1)
+        start = max(config.max_steps - decay, warmup)
+        if step < start:
+            return 1.0
+        frac = min((step - start + 1) / max(config.max_steps - start, 1), 1.0)
+        return 1.0 - (1.0 - config.optim.min_lr_ratio) * frac
     progress = min((step - warmup) / max(config.max_steps - warmup, 1), 1.0)
     floor = config.optim.min_lr_ratio
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -326,7 +335,51 @@ class Trainer:
                 seed=data.seed,
             )
             val_sets.setdefault(s.modality, []).append(batches)
+        self._build_diagnostics()
         return batcher, val_sets
+
+    def _build_diagnostics(self) -> None:
+        """The prompt-reading diagnostic (training/diagnostics.py) on the first T2I source's
+        validation images: conditional and unconditional copies of the same examples."""
+        data = self.config.data
+        self.diag_sets: dict[str, list[MicroBatch]] = {}
+        self.diag_background: set[int] = set()
+        source = next((s for s in data.sources if s.modality == "t2i" and s.val is not None), None)
+        if source is None or data.val_examples == 0:
+            return
+        sizes = set()
+        for condition, dropout in (("cond", 0.0), ("uncond", 1.0)):
+            formatted = FormattedSource(
+                source.name,
+                source.modality,
+                TokenizedDataset(source.val),
+                self.tokenizer,
+                self.layout,
+                max_len=data.seq_len,
+                cfg_dropout=dropout,
+                size_prefix=data.size_prefix,
+            )
+            self.diag_sets[condition] = validation_batches(
+                formatted,
+                count=data.val_examples,
+                seq_len=data.seq_len,
+                micro_batch=self.config.micro_batch,
+                rank=self.info.rank,
+                world_size=self.info.world_size,
+                pad_id=self.layout.padding_id,
+                seed=data.seed,
+            )
+            f = self.layout.downsample
+            for i in range(min(data.val_examples, len(formatted.dataset))):
+                h, w = formatted.dataset[i].codes.shape
+                sizes.add((w * f, h * f))
+        vq_dir = self.model_source / "vq"
+        if (vq_dir / "config.json").is_file():
+            from liquidgen.tokenizer import VQGAN
+
+            self.diag_background = diagnostics.background_codes(
+                VQGAN.from_pretrained(vq_dir).eval(), sorted(sizes)
+            )
 
     def _restore(self, directory: Path) -> None:
         state = ckpt.read_state(directory)
@@ -349,8 +402,9 @@ class Trainer:
             )
 
     # -- one step ------------------------------------------------------------------------
-    def _forward_sums(self, batch: MicroBatch, accuracy: bool = False) -> LossSums:
-        """Loss sums of one micro-batch; the head runs only where a target is."""
+    def _logits(self, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, V) at the N target positions of one micro-batch and the targets (N,);
+        the head runs only where a target is."""
         device = self.info.device
         flat = batch.targets.view(-1)
         index = (flat != IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
@@ -359,7 +413,11 @@ class Trainer:
             logits = self.wrapped(
                 batch.input_ids.to(device), batch.position_ids.to(device), index.to(device)
             )
-        return loss_sums(logits, targets, accuracy=accuracy)
+        return logits, targets
+
+    def _forward_sums(self, batch: MicroBatch, accuracy: bool = False) -> LossSums:
+        """Loss sums of one micro-batch."""
+        return loss_sums(*self._logits(batch), accuracy=accuracy)
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over the next global batch; returns its metrics."""
@@ -395,6 +453,12 @@ class Trainer:
             "targets": step_batch.global_targets,
         }
 
+    def _token_losses(self, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-target-token cross-entropy (N,) and the targets (N,) of one micro-batch."""
+        logits, targets = self._logits(batch)
+        ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        return ce, targets
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Per-modality mean loss and next-token accuracy over the fixed validation examples."""
@@ -416,6 +480,16 @@ class Trainer:
             metrics[f"{modality}/loss"] = ce / max(count, 1)
             metrics[f"{modality}/acc"] = correct / max(count, 1)
             metrics[f"{modality}/tokens"] = int(count)
+        if self.diag_sets:
+            self.wrapped.eval()
+            sums = diagnostics.position_losses(
+                self._token_losses, self.diag_sets, self.layout, self.diag_background
+            )
+            self.wrapped.train()
+            sums = {k: v.to(self.info.device) for k, v in sums.items()}
+            for value in sums.values():
+                D.all_reduce_sum(value, self.info)
+            metrics.update(diagnostics.summarize(sums))
         return metrics
 
     # -- checkpoints ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from liquidgen.errors import ConfigError
 from liquidgen.utils.args import nonnegative_int_arg, seed_arg
 from liquidgen.utils.limits import check_image_pixels
-from liquidgen.world.make import write_dataset
+from liquidgen.world.make import KINDS, write_dataset
 from liquidgen.world.parse import WORLD_VOCABULARY, load_image, parse
 from liquidgen.world.scene import SPLITS, parse_size
 
@@ -31,6 +31,8 @@ def _cmd_make(args: argparse.Namespace) -> int:
         sizes,
         args.seed,
         args.split,
+        kind=args.kind,
+        lattice=args.lattice,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -91,6 +93,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="train",
         help="train: no held-out compositions in images or text (default); "
         "heldout: every scene shows a held-out shape-colour pair",
+    )
+    make.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="scenes",
+        help="scenes: random scenes with all their text (default); prompted: a prompt of "
+        "each GenEval category in turn and a scene holding exactly what it asks (text to image)",
+    )
+    make.add_argument(
+        "--lattice",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="put object centres on multiples of PIXELS (e.g. 8: half a 16-pixel code cell)",
     )
     make.add_argument("--quiet", action="store_true", help="no progress bar")
     make.set_defaults(func=_cmd_make)

@@ -1,5 +1,16 @@
 """World datasets: an in-memory, index-addressable generator and an on-disk writer.
 
+Two kinds of example:
+
+- ``scenes`` (default): a random scene of 1-4 objects with every caption, one prompt per
+  GenEval category it satisfies, and questions — for captioning and VQA;
+- ``prompted``: a prompt first, then the scene — example ``i`` draws a prompt of category
+  ``TAGS[i % 6]`` (every category equally often) and a scene that holds *exactly* what the
+  prompt asks (:func:`~liquidgen.world.text.scene_for_spec`), so its text-to-image pairs are
+  true and complete; its captions are the scene's full and short captions. With
+  ``lattice`` the centres lie on that pixel lattice (half a tokenizer cell: an object then
+  always gets the same codes).
+
 Example ``i`` of a dataset depends only on ``(seed, i)`` — its random stream is
 ``numpy.random.default_rng([seed, i])`` and its size is ``sizes[i % len(sizes)]`` — so a
 trainer can draw examples in any order, from any number of workers, without writing to
@@ -25,8 +36,18 @@ from liquidgen.utils.io import atomic_dir, prepare_output_dir
 from liquidgen.utils.limits import check_image_pixels
 from liquidgen.world.render import render
 from liquidgen.world.scene import Scene, check_image_size, check_split, sample_scene
-from liquidgen.world.text import PromptSpec, Question, captions, questions, scene_prompts
+from liquidgen.world.text import (
+    TAGS,
+    PromptSpec,
+    Question,
+    captions,
+    questions,
+    sample_spec,
+    scene_for_spec,
+    scene_prompts,
+)
 
+KINDS = ("scenes", "prompted")
 METADATA_FILE = "metadata.jsonl"
 MANIFEST_FILE = "dataset.json"
 FILE_DIGITS = 6
@@ -60,10 +81,35 @@ class Example:
         }
 
 
-def make_example(index: int, seed: int, size: tuple[int, int], split: str = "train") -> Example:
-    """Example ``index`` of the stream ``seed`` at ``size = (width, height)``."""
+def make_example(
+    index: int,
+    seed: int,
+    size: tuple[int, int],
+    split: str = "train",
+    *,
+    kind: str = "scenes",
+    lattice: int | None = None,
+) -> Example:
+    """Example ``index`` of the stream ``seed`` at ``size = (width, height)`` (module docstring
+    for ``kind`` and ``lattice``)."""
     rng = np.random.default_rng([seed, index])
-    scene = sample_scene(rng, *size, split=split)
+    if kind == "prompted":
+        spec = sample_spec(rng, TAGS[index % len(TAGS)], split)
+        scene = scene_for_spec(spec, rng, *size, lattice=lattice)
+        short, full = captions(scene, rng, split)[:2]
+        return Example(
+            index=index,
+            scene=scene,
+            image=render(scene),
+            captions=[full, short],
+            prompts=[spec],
+            questions=questions(scene, rng, split),
+        )
+    if kind != "scenes":
+        raise ConfigError(
+            f"unknown world dataset kind {kind!r}; expected one of {', '.join(KINDS)}"
+        )
+    scene = sample_scene(rng, *size, split=split, lattice=lattice)
     return Example(
         index=index,
         scene=scene,
@@ -82,7 +128,14 @@ class WorldDataset(Sequence[Example]):
     """
 
     def __init__(
-        self, n: int, sizes: Sequence[tuple[int, int]], seed: int, split: str = "train"
+        self,
+        n: int,
+        sizes: Sequence[tuple[int, int]],
+        seed: int,
+        split: str = "train",
+        *,
+        kind: str = "scenes",
+        lattice: int | None = None,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"dataset size must be an integer >= 0, got {n!r}")
@@ -93,7 +146,14 @@ class WorldDataset(Sequence[Example]):
         for w, h in sizes:
             check_image_size(w, h)
             check_image_pixels(w, h, "world image size")
+        if kind not in KINDS:
+            raise ConfigError(
+                f"unknown world dataset kind {kind!r}; expected one of {', '.join(KINDS)}"
+            )
+        if lattice is not None and lattice <= 0:
+            raise ConfigError(f"lattice must be a positive number of pixels, got {lattice}")
         self.n, self.sizes, self.seed, self.split = n, list(sizes), seed, check_split(split)
+        self.kind, self.lattice = kind, lattice
 
     def __len__(self) -> int:
         return self.n
@@ -102,7 +162,14 @@ class WorldDataset(Sequence[Example]):
         if not -self.n <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} examples")
         index %= self.n
-        return make_example(index, self.seed, self.sizes[index % len(self.sizes)], self.split)
+        return make_example(
+            index,
+            self.seed,
+            self.sizes[index % len(self.sizes)],
+            self.split,
+            kind=self.kind,
+            lattice=self.lattice,
+        )
 
 
 def stream(seed: int, sizes: Sequence[tuple[int, int]], split: str = "train") -> Iterator[Example]:
@@ -122,6 +189,8 @@ def write_dataset(
     seed: int,
     split: str = "train",
     *,
+    kind: str = "scenes",
+    lattice: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -133,7 +202,7 @@ def write_dataset(
     world dataset, or with ``overwrite`` (see :func:`liquidgen.utils.io.prepare_output_dir`).
     """
     out = Path(out)
-    dataset = WorldDataset(n, sizes, seed, split)  # checks first
+    dataset = WorldDataset(n, sizes, seed, split, kind=kind, lattice=lattice)  # checks first
     prepare_output_dir(out, (METADATA_FILE,), overwrite=overwrite, what="world dataset")
     with atomic_dir(out) as tmp:
         with (tmp / METADATA_FILE).open("w", encoding="utf-8") as meta:
@@ -146,6 +215,8 @@ def write_dataset(
             "sizes": [f"{w}x{h}" for w, h in sizes],
             "seed": seed,
             "split": split,
+            "kind": kind,
+            "lattice": lattice,
             "metadata": METADATA_FILE,
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -329,15 +329,27 @@ def _place(
     width: int,
     height: int,
     relations: Sequence[RelationRequest],
+    lattice: int | None = None,
 ) -> tuple[WorldObject, ...] | None:
-    """Rejection-sample centres for the objects in order; ``None`` if a placement failed."""
+    """Rejection-sample centres for the objects in order; ``None`` if a placement failed.
+
+    With ``lattice`` (pixels), centres are multiples of it on both axes.
+    """
     s = min(width, height)
     placed: list[WorldObject] = []
     for shape, color, size in attributes:
         half = SIZES[size] * s / 2 + BORDER_MARGIN * s
         for _ in range(MAX_PLACEMENT_TRIES):
-            cx = rng.uniform(half, width - half)
-            cy = rng.uniform(half, height - half)
+            if lattice:
+                cx = lattice * float(
+                    rng.integers(math.ceil(half / lattice), (width - half) // lattice + 1)
+                )
+                cy = lattice * float(
+                    rng.integers(math.ceil(half / lattice), (height - half) // lattice + 1)
+                )
+            else:
+                cx = rng.uniform(half, width - half)
+                cy = rng.uniform(half, height - half)
             obj = make_object(shape, color, size, cx, cy, s)
             candidate = [*placed, obj]
             if _fits(obj, placed, s) and all(
@@ -360,6 +372,8 @@ def sample_scene(
     split: str | None = "train",
     objects: Sequence[ObjectRequest] | None = None,
     relations: Sequence[RelationRequest] = (),
+    lattice: int | None = None,
+    num_objects: int | None = None,
 ) -> Scene:
     """Draw a random scene, deterministic given ``rng``'s state.
 
@@ -367,8 +381,15 @@ def sample_scene(
     exactly those (filling unspecified attributes) such that every requested relation
     holds. ``split="train"`` never draws a held-out shape-colour pair; ``split="heldout"``
     makes sure at least one object is a held-out pair (redrawing one if needed);
-    ``split=None`` imposes neither.
+    ``split=None`` imposes neither. ``lattice`` (pixels) puts every centre on multiples of
+    it (e.g. half a tokenizer cell, so that an object always covers its cells the same way:
+    the image tokenizer then gives it the same codes wherever it stands); the layout rules
+    are unchanged. ``num_objects`` fixes the count of a random scene.
     """
+    if lattice is not None and lattice <= 0:
+        raise ConfigError(f"lattice must be a positive number of pixels, got {lattice}")
+    if num_objects is not None and not 1 <= num_objects <= MAX_OBJECTS:
+        raise ConfigError(f"num_objects must be in 1..{MAX_OBJECTS}, got {num_objects}")
     if split is not None:
         check_split(split)
     check_image_size(width, height)
@@ -376,18 +397,20 @@ def sample_scene(
         if r.relation not in RELATIONS:
             raise ConfigError(f"unknown relation {r.relation!r}")
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    # the count is drawn once, before the layout tries: redrawing it on a failed layout
+    # would favour the counts that fit easily (1-4 were 29/29/25/17%, not uniform)
+    requests = (
+        list(objects)
+        if objects is not None
+        else [ObjectRequest()] * (num_objects or int(rng.integers(1, MAX_OBJECTS + 1)))
+    )
     for _ in range(MAX_LAYOUT_TRIES):
-        requests = (
-            list(objects)
-            if objects is not None
-            else [ObjectRequest()] * int(rng.integers(1, MAX_OBJECTS + 1))
-        )
         attrs = [_draw_attributes(rng, req, split) for req in requests]
         if split == "heldout" and not any(is_heldout_pair(sh, co) for sh, co, _ in attrs):
             attrs = _force_heldout(rng, requests, attrs)
             if attrs is None:
                 raise ConfigError("these object requests leave no room for a held-out pair")
-        placed = _place(rng, attrs, width, height, relations)
+        placed = _place(rng, attrs, width, height, relations, lattice)
         if placed is not None:
             return Scene(width, height, background, placed)
     raise ConfigError(f"could not lay out {len(requests)} objects in {width}x{height}")

@@ -298,10 +298,18 @@ def evaluation_prompts(n_per_tag: int, seed: int, split: str = "train") -> list[
     return [sample_spec(rng, tag, split) for tag in tags for _ in range(n_per_tag)]
 
 
-def scene_for_spec(spec: PromptSpec, rng: np.random.Generator, width: int, height: int) -> Scene:
+def scene_for_spec(
+    spec: PromptSpec,
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    *,
+    lattice: int | None = None,
+) -> Scene:
     """A scene holding exactly the objects ``spec`` asks for (free attributes drawn at random).
 
     Useful for training on prompts whose image shows nothing more than the prompt says.
+    ``lattice`` is :func:`~liquidgen.world.scene.sample_scene`'s.
     """
     requests: list[ObjectRequest] = []
     relations: list[RelationRequest] = []
@@ -319,7 +327,9 @@ def scene_for_spec(spec: PromptSpec, rng: np.random.Generator, width: int, heigh
                     )
     # Only what the spec asks is fixed; free colours may not form held-out pairs by accident.
     split = None if spec.is_heldout() else "train"
-    return sample_scene(rng, width, height, split=split, objects=requests, relations=relations)
+    return sample_scene(
+        rng, width, height, split=split, objects=requests, relations=relations, lattice=lattice
+    )
 
 
 def _unique_shapes(scene: Scene) -> list[str]:
