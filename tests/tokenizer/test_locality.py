@@ -25,9 +25,7 @@ def test_defaults_are_the_authors_and_round_trip_without_extension_keys() -> Non
     assert local.to_dict()["ddconfig"]["norm"] == "pixel"
 
 
-@pytest.mark.parametrize(
-    "bad", [{"norm": "batch"}, {"encoder_kernel": 5}, {"encoder_kernel": 0}]
-)
+@pytest.mark.parametrize("bad", [{"norm": "batch"}, {"encoder_kernel": 5}, {"encoder_kernel": 0}])
 def test_bad_locality_options_are_config_errors(bad: dict) -> None:
     with pytest.raises(ConfigError):
         VQGANConfig(**SMALL, **bad)
