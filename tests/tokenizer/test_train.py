@@ -27,6 +27,7 @@ from liquidgen.tokenizer.losses import (
 )
 from liquidgen.tokenizer.quantizer import VectorQuantizer
 from liquidgen.tokenizer.train import (
+    CodebookConfig,
     CodebookEMA,
     ImageBank,
     load_config,
@@ -266,6 +267,24 @@ def test_restart_moves_only_dead_codes_and_clears_their_moments() -> None:
     assert len({tuple(r.tolist()) for r in moved}) == 3  # distinct targets
     state = opt.state[vq.embedding.weight]
     assert state["exp_avg"][dead].abs().sum() == 0 and state["exp_avg"][alive].abs().sum() > 0
+
+
+def test_distance_restarts_skip_outputs_the_live_codes_already_serve() -> None:
+    """k-means++ restarts: a pool full of copies of one (served) background vector still
+    sends the dead codes to the few outputs far from every live code."""
+    vq = VectorQuantizer(4, 2)
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[0.0, 0.0], [9.0, 9.0], [8.0, 8.0], [7.0, 7.0]]))
+    counts = torch.tensor([10, 0, 0, 0])  # only the background code (0, 0) is alive
+    pool = torch.cat([torch.zeros(60, 2), torch.tensor([[5.0, 0.0], [0.0, 5.0]])])
+    n = restart_dead_codes(
+        vq, counts, pool, 1, torch.Generator().manual_seed(0), sampling="distance"
+    )
+    assert n == 2  # two distinct far targets; the third dead code waits for the next window
+    moved = {tuple(r) for r in vq.embedding.weight.detach()[1:3].tolist()}
+    assert moved == {(5.0, 0.0), (0.0, 5.0)}
+    with pytest.raises(ConfigError, match="restart_sampling"):
+        CodebookConfig(restart_sampling="nearest")
 
 
 def test_ema_codebook_moves_codes_to_the_mean_of_their_vectors() -> None:

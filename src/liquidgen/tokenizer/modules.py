@@ -26,10 +26,13 @@ class PixelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        # statistics over dim 1 in place of a permuted F.layer_norm: no (B, H, W, C) copies
+        # statistics over dim 1 in place of a permuted F.layer_norm (no (B, H, W, C) copies),
+        # in float32 like layer_norm under autocast: bf16 variances are too coarse to train
+        dtype = x.dtype
+        x = x.float()
         var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)  # (B, 1, H, W)
         y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight[:, None, None] + self.bias[:, None, None]
+        return (y * self.weight[:, None, None] + self.bias[:, None, None]).to(dtype)
 
 
 def _norm(channels: int, kind: str = "group") -> nn.Module:

@@ -93,6 +93,7 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 # Independent random streams derived from the seed (numpy SeedSequence entropy words).
 _STREAM_WORLD_TRAIN, _STREAM_WORLD_EVAL, _STREAM_BATCH, _STREAM_CODEBOOK = 0, 1, 2, 3
+RESTART_SAMPLING = ("uniform", "distance")
 
 
 # ====================================================================================== config
@@ -192,10 +193,20 @@ class CodebookConfig:
     # > 0: codes follow exponential moving averages of the encoder outputs assigned to them
     # (k-means style, VQ-VAE-2) instead of the codebook loss's gradient; 0: gradient.
     ema_decay: float = 0.0
+    # how restart targets are drawn from the pool: "uniform", or "distance" (k-means++
+    # seeding: in proportion to the squared distance to the nearest live code). A local,
+    # canonical encoder maps every background cell to the same vector, so a uniform draw
+    # puts most restarted codes on top of the background code, where they die again.
+    restart_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.min_uses <= 0 or self.pool_size <= 0:
             raise ConfigError("codebook.window, min_uses and pool_size must be > 0")
+        if self.restart_sampling not in RESTART_SAMPLING:
+            raise ConfigError(
+                f"codebook.restart_sampling must be one of {', '.join(RESTART_SAMPLING)}, "
+                f"got {self.restart_sampling!r}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"codebook.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -445,11 +456,14 @@ def restart_dead_codes(
     generator: torch.Generator,
     optimizer: torch.optim.Optimizer | None = None,
     ema: CodebookEMA | None = None,
+    sampling: str = "uniform",
 ) -> int:
     """Move every code used fewer than ``min_uses`` times onto a distinct recent encoder output.
 
     ``counts`` (n_embed,) are the uses in the last window, ``pool`` (P, embed_dim) recent
-    encoder outputs. Targets are drawn without replacement while the pool allows. The AdamW
+    encoder outputs. Targets are drawn without replacement while the pool allows, uniformly
+    or (``sampling="distance"``) in proportion to their squared distance to the nearest
+    live code, so that the outputs the codebook serves worst get the new codes. The AdamW
     moments of the moved rows are cleared so stale momentum does not drag them back; with
     ``ema``, the moved rows' running statistics restart from the new vectors.
     Returns the number of restarted codes.
@@ -457,11 +471,21 @@ def restart_dead_codes(
     dead = torch.nonzero(counts < min_uses).flatten()
     if len(dead) == 0 or len(pool) == 0:
         return 0
-    if len(pool) >= len(dead):
+    weight = quantizer.embedding.weight
+    live = torch.nonzero(counts >= min_uses).flatten()
+    if sampling == "distance" and len(live) > 0:
+        with torch.no_grad():
+            d2 = torch.cdist(pool.float(), weight[live].float()).amin(dim=1).square()  # (P,)
+        far = int((d2 > 0).sum())
+        if far > 0:
+            idx = torch.multinomial(d2, min(len(dead), far), replacement=False, generator=generator)
+            dead = dead[: len(idx)]  # codes beyond the distinct far targets wait a window
+        else:
+            return 0
+    elif len(pool) >= len(dead):
         idx = torch.randperm(len(pool), generator=generator)[: len(dead)]
     else:
         idx = torch.randint(len(pool), (len(dead),), generator=generator)
-    weight = quantizer.embedding.weight
     with torch.no_grad():
         weight[dead] = pool[idx].to(weight.dtype)
     state = optimizer.state.get(weight, {}) if optimizer is not None else {}
@@ -709,6 +733,7 @@ class TokenizerTrainer:
                 self._generator(_STREAM_CODEBOOK),
                 self.optimizer,
                 self.ema,
+                sampling=cb.restart_sampling,
             )
         self.usage_counts.zero_()
 
