@@ -29,7 +29,7 @@ test: $(STAMP)
 
 # The long profile of the property-based suite (tests/reliability/test_fuzz.py; `make test`
 # runs its quick profile): FUZZ_EXAMPLES examples per target, statistics printed per target.
-FUZZ_EXAMPLES ?= 2000
+FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP)
 	LIQUIDGEN_FUZZ_PROFILE=fuzz LIQUIDGEN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 \
 		$(PY) -m pytest -q tests/reliability/test_fuzz.py -p no:cacheprovider --hypothesis-show-statistics

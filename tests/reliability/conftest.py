@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 QUICK_EXAMPLES = 25
-FUZZ_EXAMPLES = int(os.environ.get("LIQUIDGEN_FUZZ_EXAMPLES", "2000"))
+FUZZ_EXAMPLES = int(os.environ.get("LIQUIDGEN_FUZZ_EXAMPLES", "1000"))
 
 settings.register_profile(
     "quick",
@@ -29,6 +29,7 @@ settings.register_profile(
     max_examples=FUZZ_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,  # no example database in the work tree; failures print their example
 )
 settings.load_profile(os.environ.get("LIQUIDGEN_FUZZ_PROFILE", "quick"))
 
