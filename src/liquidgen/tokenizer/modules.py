@@ -26,13 +26,10 @@ class PixelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        # statistics over dim 1 in place of a permuted F.layer_norm (no (B, H, W, C) copies),
-        # in float32 like layer_norm under autocast: bf16 variances are too coarse to train
-        dtype = x.dtype
-        x = x.float()
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)  # (B, 1, H, W)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return (y * self.weight[:, None, None] + self.bias[:, None, None]).to(dtype)
+        # F.layer_norm is one fused kernel (forward and backward) and runs in float32 under
+        # autocast; a hand-written var_mean version trained ~3x slower on CPU
+        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 def _norm(channels: int, kind: str = "group") -> nn.Module:
