@@ -9,7 +9,7 @@ prompts (single object: one per shape) are all in the harness's set and so have 
 "overall" is the mean over the categories that do.
 
     python benchmarks/t2i_sampling.py --model models/liquidgen-tiny \\
-        --setting cfg_scale=7 --setting cfg_scale=3 --setting cfg_scale=7,top_k=64
+        --setting cfg_scale=7 --setting cfg_scale=3 --setting cfg_scale=7,top_k_frac=0.0625
 
 Each ``--setting`` overrides the checkpoint's defaults for one row; the first row is always
 the checkpoint's own defaults. Prints one markdown table (accuracy per split and category,
@@ -31,7 +31,13 @@ from liquidgen.inference.pipeline import Pipeline
 from liquidgen.world.text import PromptSpec
 
 VALIDATION_SEEDS = {"seen": 720_001, "heldout": 720_002}  # not the harness's PROMPT_SEEDS
-KNOBS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float}
+KNOBS = {
+    "cfg_scale": float,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "top_k_frac": float,
+}
 
 
 def validation_prompts(per_tag: int) -> dict[str, list[PromptSpec]]:
@@ -40,14 +46,19 @@ def validation_prompts(per_tag: int) -> dict[str, list[PromptSpec]]:
     return prompt_set(per_tag, seeds=VALIDATION_SEEDS, exclude=taken, draws_per_prompt=200)
 
 
-def parse_setting(text: str) -> dict[str, Any]:
-    """``"cfg_scale=3,top_k=64"`` -> ``{"cfg_scale": 3.0, "top_k": 64}``."""
+def parse_setting(text: str, codebook_size: int | None = None) -> dict[str, Any]:
+    """``"cfg_scale=3,top_k=64"`` -> ``{"cfg_scale": 3.0, "top_k": 64}``; ``top_k_frac=F``
+    sets top-k relative to the codebook, ``round(F * codebook_size)`` codes."""
     setting: dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key not in KNOBS:
             raise SystemExit(f"unknown sampling knob {key!r} (one of {', '.join(KNOBS)})")
         setting[key] = KNOBS[key](value)
+    if "top_k_frac" in setting:
+        if codebook_size is None:
+            raise SystemExit("top_k_frac needs the checkpoint's codebook size")
+        setting["top_k"] = max(1, round(setting.pop("top_k_frac") * codebook_size))
     return setting
 
 
@@ -109,7 +120,10 @@ def main() -> None:
     }
     rows = []
     for text in ["", *args.setting]:
-        setting = {**defaults, **parse_setting(text)}
+        setting = {**defaults, **parse_setting(text, pipe.layout.codebook_size)}
+        setting["top_k"] = (
+            min(setting["top_k"], pipe.layout.codebook_size) or pipe.layout.codebook_size
+        )
         start = time.perf_counter()
         scores = accuracy(pipe, prompts, setting, args.n, args.seed)
         rows.append(
@@ -118,15 +132,15 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     tags = [f"{split}/{tag}" for split in SPLITS for tag in [*SPLIT_TAGS[split], "overall"]]
-    print("\n| cfg | temperature | top_k | top_p | " + " | ".join(tags) + " |")
+    size = pipe.layout.codebook_size
+    print("\n| cfg | temperature | top_k (share of codes) | top_p | " + " | ".join(tags) + " |")
     print("|" + "---|" * (4 + len(tags)))
     for row in rows:
         s = row["setting"]
         cells = [_cell(row["scores"], t) for t in tags]
         print(
-            f"| {s['cfg_scale']:g} | {s['temperature']:g} | {s['top_k']} | {s['top_p']:g} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {s['cfg_scale']:g} | {s['temperature']:g} | {s['top_k']} ({s['top_k'] / size:.3g}) "
+            f"| {s['top_p']:g} | " + " | ".join(cells) + " |"
         )
     if args.out:
         args.out.write_text(
