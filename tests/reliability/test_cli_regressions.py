@@ -27,6 +27,8 @@ from .helpers import (
     snapshot,
 )
 
+pytestmark = pytest.mark.slow  # about 40 CLI subprocesses: 2-3 minutes on 2 busy cores
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "liquidgen-tiny"
 ADDRESS_SPACE = 1_500_000_000  # bytes: ample for the tiny models, far below any huge request

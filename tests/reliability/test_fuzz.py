@@ -373,8 +373,9 @@ def test_tokenizer_checkpoints_truncated_or_flipped(
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(vq_folders[fmt], folder)
     _mutate(folder, pick, mutation)
-    # vqgan.read_authors_config reads vqgan.yaml without catching UnicodeDecodeError
-    check(lambda: VQGAN.from_pretrained(folder), known=("UnicodeDecodeError",))
+    # vqgan.read_authors_config reads vqgan.yaml without catching UnicodeDecodeError, and
+    # vqgan's torch.load(weights_only=True) of a damaged vqgan.ckpt lets a KeyError through
+    check(lambda: VQGAN.from_pretrained(folder), known=("UnicodeDecodeError", "KeyError"))
 
 
 @pytest.fixture(scope="module")
