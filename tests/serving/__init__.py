@@ -1,0 +1,1 @@
+"""Tests of `liquidgen serve` (issue 19)."""
