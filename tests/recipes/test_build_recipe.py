@@ -27,7 +27,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
         )
     )  # fmt: skip
     recipe = Recipe.load(
-        REPO / "configs/liquidgen-tiny/recipe.yaml",
+        REPO / "configs/liquidgen-tiny-local/recipe.yaml",
         {
             "work_dir": str(tmp_path / "work"),
             "out_dir": str(tmp_path / "out"),
@@ -55,7 +55,7 @@ def test_short_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path: Pa
             "text_tokenizer": {"vocab_size": 400},
             "backbone": str(backbone),
             "train": {
-                "config": str(REPO / "configs/liquidgen-tiny/train.yaml"),
+                "config": str(REPO / "configs/liquidgen-tiny-local/train.yaml"),
                 "overrides": [
                     "max_steps=2",
                     "global_batch=2",
