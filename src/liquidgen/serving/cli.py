@@ -24,7 +24,10 @@ def is_loopback(host: str) -> bool:
 def _positive_int(text: str) -> int:
     from liquidgen.utils.args import parse_int
 
-    value = parse_int(text, "value")
+    try:
+        value = parse_int(text, "value")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
     return value
