@@ -1,15 +1,25 @@
 """Text-to-image sampling speed: liquidgen's generator vs the reference-style loop.
 
-For each model shape (random weights, built from a transformers config) and dtype, one image is
-generated with CFG (one conditional + one unconditional row, batched) by three methods, each in
-its own process so that its peak RSS is its own:
+For each model (random weights built from a transformers config, or the shipped
+``liquidgen-tiny`` with its real weights and a real prompt) and dtype, one image is generated
+with CFG (one conditional + one unconditional row, batched) by each method, each in its own
+process so that its peak RSS is its own:
 
 - ``reference``: the authors' style of loop: plain HF forward returning full-vocabulary logits
   for every position, every step, CFG rows batched, ``DynamicCache``, full-vocabulary logit
   processing and ``torch.multinomial``;
 - ``liquidgen-full``: :func:`liquidgen.inference.generation.generate_image_tokens` with
-  ``image_rows_only=False`` (same loop, last-position logits only);
-- ``liquidgen``: the same with ``image_rows_only=True`` (only the image rows of the LM head).
+  ``image_rows_only=False`` and the ``DynamicCache`` (same loop, last-position logits only);
+- ``liquidgen-dynamic``: image rows of the LM head only, ``DynamicCache`` (liquidgen before
+  issue 18);
+- ``liquidgen``: the library's defaults: image rows only, static KV cache, eager;
+- ``liquidgen-static``: + ``torch.compile`` of the one-token step (compile time reported
+  separately, not in ``s/image``);
+- ``liquidgen-int8``: + weight-only int8 decoder (``quantize="int8"``), compiled;
+- ``liquidgen-sjd``: static + compiled + speculative Jacobi decoding (``--jacobi-window``).
+
+``--text`` adds a table of greedy text decoding (the path of answers and chat): DynamicCache
+(before) vs the static cache, eager and compiled.
 
 The bandwidth bound is the time to stream, once per step, every byte the step must read (decoder
 weights, the LM-head rows it uses, the KV cache at mid-image) at the memory bandwidth measured
@@ -19,16 +29,23 @@ here with a large tensor copy. Run ``python benchmarks/generate.py --help`` for 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel, Qwen2Config
 
-from liquidgen.inference.generation import cache_kwargs, generate_image_tokens, left_pad
+from liquidgen.inference.generation import (
+    cache_kwargs,
+    generate_image_tokens,
+    generate_text,
+    left_pad,
+)
 from liquidgen.inference.sampling import (
     DEFAULT_CFG_SCALE,
     DEFAULT_TEMPERATURE,
@@ -61,12 +78,28 @@ MODELS = {
         num_key_value_heads=2, intermediate_size=4864, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
     ),
 }  # fmt: skip
-METHODS = ("reference", "liquidgen-full", "liquidgen")
+SHIPPED = "liquidgen-tiny"  # real weights and a real prompt, its own grid (8x8 at 128x128)
+SHIPPED_PROMPT = "a red circle to the left of a blue square"
+METHODS = (
+    "reference",
+    "liquidgen-full",
+    "liquidgen-dynamic",
+    "liquidgen",
+    "liquidgen-static",
+    "liquidgen-int8",
+    "liquidgen-sjd",
+)
+TEXT_METHODS = ("text-dynamic", "text-static", "text-compiled")
+TEXT_TOKENS = 64  # greedy tokens per text generation (no stop id)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def build(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, VocabLayout]:
-    """A randomly initialised Qwen2 model of shape ``name`` and its vocabulary layout."""
+    """A randomly initialised Qwen2 model of shape ``name`` (or the shipped model) and its
+    vocabulary layout."""
+    if name == SHIPPED:
+        pipe = shipped_pipeline(dtype)
+        return pipe.model, pipe.layout
     shape = dict(MODELS[name])
     text_vocab = shape.pop("text_vocab")
     layout = VocabLayout(
@@ -85,6 +118,19 @@ def build(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, VocabLayout]:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval(), layout
+
+
+def shipped_pipeline(dtype: torch.dtype, quantize: str | None = None):  # -> Pipeline
+    from liquidgen.assets import shipped
+    from liquidgen.inference.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(shipped(SHIPPED), device="cpu", dtype=dtype, quantize=quantize)
+
+
+def shipped_request(dtype: torch.dtype) -> tuple[list[int], list[int], tuple[int, int]]:
+    """The real prompt's ids, the unconditional ids and the default code grid of the shipped model."""
+    request = shipped_pipeline(dtype).image_request(SHIPPED_PROMPT)
+    return list(request.cond_ids[0]), list(request.uncond_ids), request.grid
 
 
 def prompts(layout: VocabLayout) -> tuple[list[int], list[int]]:
@@ -146,57 +192,118 @@ def measure(
     n_tokens: int,
     repeats: int,
     threads: int,
+    window: int,
     queue: mp.Queue,
 ) -> None:
-    """Worker process: build the model, warm up, time one image (best of ``repeats``)."""
+    """Worker process: build the model, warm up (compiling if the method does), time one image
+    (best of ``repeats``)."""
     torch.set_num_threads(threads)
-    model, layout = build(name, DTYPES[dtype_name])
-    cond, uncond = prompts(layout)
+    dtype = DTYPES[dtype_name]
+    model, layout = build(name, dtype)
+    if name == SHIPPED:
+        cond, uncond, grid = shipped_request(dtype)
+        n_tokens = grid[0] * grid[1]
+    else:
+        cond, uncond = prompts(layout)
+    if method == "liquidgen-int8":
+        from liquidgen.inference.quantize import quantize_int8
 
-    def run(tokens: int) -> torch.Tensor:
+        quantize_int8(model)
+    options = {
+        "reference": {},
+        "liquidgen-full": dict(image_rows_only=False, static_cache=False),
+        "liquidgen-dynamic": dict(static_cache=False),
+        "liquidgen": dict(),
+        "liquidgen-static": dict(compile=True),
+        "liquidgen-int8": dict(compile=True),
+        "liquidgen-sjd": dict(compile=True, speculative="jacobi", jacobi_window=window),
+    }
+    stats: dict[str, int] = {}
+
+    def run(tokens: int, record: bool = False) -> torch.Tensor:
         if method == "reference":
             return reference_loop(model, layout, cond, uncond, tokens)
         return generate_image_tokens(
             model, layout, [cond], uncond, grid_hw=(1, tokens), seed=0,
-            image_rows_only=method == "liquidgen", **SETTINGS,
+            stats=stats if record else None, **options[method], **SETTINGS,
         )  # fmt: skip
 
-    run(WARMUP_TOKENS)
+    start = time.perf_counter()
+    run(n_tokens if method == "liquidgen-sjd" else WARMUP_TOKENS)  # compiles the step(s)
+    warmup = time.perf_counter() - start
     _peak_rss_reset()
     seconds = float("inf")
     for _ in range(repeats):
+        stats.clear()
         start = time.perf_counter()
-        codes = run(n_tokens)
+        codes = run(n_tokens, record=True)
         seconds = min(seconds, time.perf_counter() - start)
         assert codes.numel() == n_tokens
     queue.put(
         dict(
             seconds=seconds,
+            tokens=n_tokens,
+            warmup_seconds=warmup,
+            forwards=stats.get("forwards", n_tokens),
             peak_rss_mb=_peak_rss_mb(),
-            step_bytes=step_bytes(model, layout, method, n_tokens),
+            step_bytes=step_bytes(model, layout, method, n_tokens, len(cond)),
         )
     )
 
 
-def step_bytes(model: PreTrainedModel, layout: VocabLayout, method: str, n_tokens: int) -> int:
+def measure_text(name: str, dtype_name: str, method: str, threads: int, queue: mp.Queue) -> None:
+    """Worker process: greedy text decoding of :data:`TEXT_TOKENS` tokens, timed after a warm-up."""
+    torch.set_num_threads(threads)
+    model, layout = build(name, DTYPES[dtype_name])
+    cond, _ = prompts(layout) if name != SHIPPED else shipped_request(DTYPES[dtype_name])[:2]
+    prompt = cond[:-1]  # text prompt (no <boi>)
+    options = {
+        "text-dynamic": dict(static_cache=False),
+        "text-static": dict(static_cache=True),
+        "text-compiled": dict(static_cache=True, compile=True),
+    }[method]
+
+    class Ids:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return ""
+
+    def run(tokens: int) -> int:
+        out = generate_text(model, Ids(), prompt, max_new_tokens=tokens, **options)
+        return len(out.token_ids)
+
+    start = time.perf_counter()
+    run(TEXT_TOKENS)  # same shapes as the timed run: compiles once
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    produced = run(TEXT_TOKENS)
+    seconds = time.perf_counter() - start
+    queue.put(dict(seconds=seconds, tokens=produced, warmup_seconds=warmup))
+
+
+def step_bytes(
+    model: PreTrainedModel, layout: VocabLayout, method: str, n_tokens: int, prompt_tokens: int
+) -> int:
     """Bytes one decode step of the CFG pair must read: weights, LM-head rows, KV cache.
 
-    Decoder weights are every parameter except the input embedding (a step reads only the two
-    embedding rows it looks up); the LM head counts all ``V`` rows, or only the image rows for
-    ``liquidgen``; the KV cache of both rows is taken at mid-image.
+    Decoder weights are every parameter and buffer except the input embedding (a step reads
+    only the two embedding rows it looks up; int8 weights count one byte); the LM head counts
+    all ``V`` rows, or only the image rows for the ``liquidgen*`` image-row methods; the KV
+    cache of both rows is taken at mid-image.
     """
     embedding = model.get_input_embeddings().weight
-    decoder = sum(p.numel() * p.element_size() for p in model.get_decoder().parameters())
-    decoder -= embedding.numel() * embedding.element_size()
+    decoder = model.get_decoder()
+    tensors = [*decoder.parameters(), *decoder.buffers()]
+    total = sum(t.numel() * t.element_size() for t in tensors if t.dim() > 0)
+    rotary = sum(b.numel() * b.element_size() for n, b in decoder.named_buffers() if "rotary" in n)
+    total -= embedding.numel() * embedding.element_size() + rotary
     head = model.get_output_embeddings().weight
-    rows = layout.codebook_size if method == "liquidgen" else head.shape[0]
+    image_rows = method not in ("reference", "liquidgen-full")
+    rows = layout.codebook_size if image_rows else head.shape[0]
     config = model.config
-    head_dim = config.hidden_size // config.num_attention_heads
-    context = PROMPT_TOKENS + 1 + n_tokens // 2
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    context = prompt_tokens + n_tokens // 2
     kv_values = 2 * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * context
-    return (
-        decoder + rows * head.shape[1] * head.element_size() + kv_values * embedding.element_size()
-    )
+    return total + rows * head.shape[1] * head.element_size() + kv_values * embedding.element_size()
 
 
 def copy_bandwidth() -> float:
@@ -218,15 +325,27 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def _run(target, args: tuple) -> dict:  # type: ignore[no-untyped-def]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    worker = ctx.Process(target=target, args=(*args, queue))
+    worker.start()
+    result = queue.get()
+    worker.join()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    models = [*MODELS, SHIPPED]
+    parser.add_argument("--models", nargs="+", choices=models, default=models)
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument(
         "--tokens", type=int, default=256,
-        help="image tokens drawn per image (256 = a 16x16 grid; lower it to cap the run time; "
-        "seconds per image are then extrapolated linearly to 256 in the 's/img@256' column)",
+        help="image tokens drawn per image of the random models (256 = a 16x16 grid; lower it "
+        "to cap the run time; seconds per image are then extrapolated linearly to 256 in the "
+        "'s/img@256' column); liquidgen-tiny always draws its own grid",
     )  # fmt: skip
     parser.add_argument(
         "--repeats", type=int, default=1, help="time each image this many times, keep the best"
@@ -235,41 +354,98 @@ def main() -> None:
         "--threads", type=int, default=torch.get_num_threads(),
         help="torch intra-op threads (default: all cores); 1 is faster when other work shares the cores",
     )  # fmt: skip
+    parser.add_argument(
+        "--jacobi-window", type=int, default=16, help="tokens per SJD forward (liquidgen-sjd)"
+    )
+    parser.add_argument(
+        "--text", action="store_true",
+        help=f"also time greedy text decoding ({TEXT_TOKENS} tokens): " + ", ".join(TEXT_METHODS),
+    )  # fmt: skip
+    parser.add_argument("--json", metavar="PATH", help="also write every row as JSON to PATH")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     bandwidth = copy_bandwidth()
-    print(f"# {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    meta = dict(
+        cpu=cpu_model(), cpus=os.cpu_count(), torch=torch.__version__,
+        threads=torch.get_num_threads(), load_average=os.getloadavg(),
+        bandwidth_gb_s=bandwidth / 1e9, tokens=args.tokens, repeats=args.repeats,
+        jacobi_window=args.jacobi_window, argv=sys.argv[1:],
+    )  # fmt: skip
+    print(f"# {meta['cpu']}, {meta['cpus']} CPUs, torch {meta['torch']}, "
+          f"{meta['threads']} threads, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"# copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write); {args.tokens} image "
-          f"tokens per image, CFG batch of 2 rows, best of {args.repeats}\n")  # fmt: skip
-    header = (
-        f"| {'model':<12} | {'dtype':<8} | {'method':<14} | {'s/image':>8} | {'s/img@256':>9} "
-        f"| {'img tok/s':>9} | {'peak RSS MB':>11} | {'bound s/img@256':>15} | {'MB/step':>8} |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    ctx = mp.get_context("spawn")
+          f"tokens per image (liquidgen-tiny: its grid), CFG batch of 2 rows, best of "
+          f"{args.repeats}; SJD window {args.jacobi_window}\n")  # fmt: skip
+    columns = [
+        ("model", 14), ("dtype", 8), ("method", 17), ("s/image", 8), ("s/img@256", 9),
+        ("x ref", 6), ("fwd/img", 7), ("% bound", 7), ("warm-up s", 9), ("peak RSS MB", 11),
+        ("bound s/img@256", 15), ("MB/step", 8),
+    ]  # fmt: skip
+    print("| " + " | ".join(f"{c:<{w}}" for c, w in columns) + " |")
+    print("|" + "|".join("-" * (w + 2) for _, w in columns) + "|")
+    rows: list[dict] = []
     for name in args.models:
         for dtype_name in args.dtypes:
+            reference = None
             for method in args.methods:
-                queue = ctx.Queue()
-                worker = ctx.Process(
-                    target=measure,
-                    args=(name, dtype_name, method, args.tokens, args.repeats, args.threads, queue),
-                )
-                worker.start()
-                result = queue.get()
-                worker.join()
+                result = _run(
+                    measure,
+                    (name, dtype_name, method, args.tokens, args.repeats, args.threads,
+                     args.jacobi_window),
+                )  # fmt: skip
+                tokens, seconds = result["tokens"], result["seconds"]
                 per_step = result["step_bytes"]
                 bound = 256 * per_step / bandwidth
-                seconds = result["seconds"]
+                if method == "reference":
+                    reference = seconds
+                # a plain loop runs one forward per token: the bound for its forwards
+                of_bound = result["forwards"] * per_step / bandwidth / seconds
+                row = dict(
+                    model=name, dtype=dtype_name, method=method, tokens=tokens,
+                    seconds=seconds, seconds_at_256=seconds * 256 / tokens,
+                    speedup_vs_reference=None if reference is None else reference / seconds,
+                    forwards=result["forwards"], fraction_of_bound=of_bound,
+                    warmup_seconds=result["warmup_seconds"], peak_rss_mb=result["peak_rss_mb"],
+                    bound_seconds_at_256=bound, step_mb=per_step / 1e6,
+                )  # fmt: skip
+                rows.append(row)
+                ratio = "" if reference is None else f"{reference / seconds:.2f}"
+                values = [
+                    name, dtype_name, method, f"{seconds:.2f}", f"{seconds * 256 / tokens:.2f}",
+                    ratio, str(result["forwards"]), f"{100 * of_bound:.0f}%",
+                    f"{result['warmup_seconds']:.1f}", f"{result['peak_rss_mb']:.0f}",
+                    f"{bound:.2f}", f"{per_step / 1e6:.1f}",
+                ]  # fmt: skip
                 print(
-                    f"| {name:<12} | {dtype_name:<8} | {method:<14} | {seconds:8.2f} "
-                    f"| {seconds * 256 / args.tokens:9.2f} | {args.tokens / seconds:9.1f} "
-                    f"| {result['peak_rss_mb']:11.0f} | {bound:15.2f} | {per_step / 1e6:8.1f} |",
+                    "| " + " | ".join(f"{v:<{w}}" if i < 3 else f"{v:>{w}}"
+                                      for i, (v, (_, w)) in enumerate(zip(values, columns, strict=True))) + " |",
                     flush=True,
-                )
+                )  # fmt: skip
+    if args.text:
+        print(f"\n# greedy text decoding, {TEXT_TOKENS} new tokens, one row\n")
+        print("| model          | dtype    | method        | tokens/s | x dynamic | warm-up s |")
+        print("|----------------|----------|---------------|----------|-----------|-----------|")
+        for name in args.models:
+            for dtype_name in args.dtypes:
+                base = None
+                for method in TEXT_METHODS:
+                    result = _run(measure_text, (name, dtype_name, method, args.threads))
+                    rate = result["tokens"] / result["seconds"]
+                    base = rate if method == "text-dynamic" else base
+                    ratio = "" if base is None else f"{rate / base:.2f}"
+                    rows.append(dict(
+                        model=name, dtype=dtype_name, method=method, tokens=result["tokens"],
+                        seconds=result["seconds"], tokens_per_second=rate,
+                        speedup_vs_dynamic=None if base is None else rate / base,
+                        warmup_seconds=result["warmup_seconds"],
+                    ))  # fmt: skip
+                    print(f"| {name:<14} | {dtype_name:<8} | {method:<13} | {rate:8.1f} "
+                          f"| {ratio:>9} | {result['warmup_seconds']:9.1f} |", flush=True)  # fmt: skip
+    meta["load_average_end"] = os.getloadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,12 @@ from liquidgen.inference.sampling import (
     sample_from_probs,
 )
 from liquidgen.inference.sampling import greedy as argmax
+from liquidgen.inference.static import (
+    CompileOption,
+    round_slots,
+    static_decoder,
+    supports_static_cache,
+)
 from liquidgen.model.head import DecoderHead
 from liquidgen.vocab import VocabLayout
 
@@ -74,6 +80,12 @@ _HEAD_CHECK_ULPS = 4  # low-precision dtypes: a few units of the dtype's epsilon
 _REPLACEMENT_CHAR = "\ufffd"
 
 ProgressFn = Callable[[int, int], None]  # (tokens drawn so far, total)
+# Draft tokens a speculative Jacobi forward verifies (the paper's window length).
+DEFAULT_JACOBI_WINDOW = 16
+SPECULATIVE_CHOICES = ("jacobi",)
+# KV cache + prefill activations one batched image decode may hold (images_per_forward).
+DEFAULT_DECODE_MEMORY_MB = 2048
+DECODE_MEMORY_ENV = "LIQUIDGEN_DECODE_MEMORY_MB"
 
 
 @functools.cache
@@ -181,6 +193,23 @@ class ImageRowLogits(DecoderHead):
         )
         hidden = out.last_hidden_state[:, -1]  # (R, H)
         return self.project(hidden, self.weight, self.bias)  # (R, K)
+
+    def window(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: DynamicCache | None,
+    ) -> torch.Tensor:
+        """Like calling it, but the logits of every input position: ``(R, T, K)``."""
+        out = self.decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=cache is not None,
+            **cache_kwargs(self.decoder, cache),
+        )
+        return self.project(out.last_hidden_state, self.weight, self.bias)  # (R, T, K)
 
     def verify(self, probe_ids: Sequence[int]) -> None:  # type: ignore[override]
         """Refuse models whose logits this path does not reproduce (one short extra forward)."""
@@ -304,6 +333,53 @@ def _check_ids(rows: Iterable[Sequence[int]], vocab_size: int, what: str) -> Non
 
 
 # --------------------------------------------------------------------------- images
+def kv_bytes_per_token(model: PreTrainedModel) -> int:
+    """Bytes of keys and values one token of one row occupies in the KV cache."""
+    config = model.config.get_text_config(decoder=True)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    return config.num_hidden_layers * 2 * kv_heads * head_dim * element
+
+
+def decode_memory_budget() -> int:
+    """Bytes one batched image decode may hold in KV cache and activations
+    (``LIQUIDGEN_DECODE_MEMORY_MB``, default :data:`DEFAULT_DECODE_MEMORY_MB`)."""
+    from liquidgen.utils.limits import _env_number
+
+    return int(_env_number(DECODE_MEMORY_ENV, DEFAULT_DECODE_MEMORY_MB) * 2**20)
+
+
+def images_per_forward(model: PreTrainedModel, request: ImageRequest) -> int:
+    """How many images' CFG pairs run in one forward: as many as the request has, at most
+    :func:`~liquidgen.utils.limits.max_batch` (the images-per-batch policy) and at most what
+    fits :func:`decode_memory_budget` (each row's KV cache over its prompt and image, and the
+    prefill activations of its prompt)."""
+    from liquidgen.utils.limits import max_batch
+
+    config = model.config.get_text_config(decoder=True)
+    prompt = max(len(p) for p in (*request.cond_ids, request.uncond_ids))
+    slots = prompt + request.tokens_per_image
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    width = config.hidden_size * 4 + (getattr(config, "intermediate_size", None) or 0) * 2
+    per_row = slots * kv_bytes_per_token(model) + prompt * width * element
+    rows_per_image = 2 if request.sampling.uses_cfg else 1
+    fit = max(1, decode_memory_budget() // (rows_per_image * per_row))
+    return max(1, min(request.n_images, max_batch(), fit))
+
+
+def _use_static(model: PreTrainedModel, static_cache: bool | None) -> bool:
+    if static_cache is None:
+        return supports_static_cache(model)
+    if static_cache and not supports_static_cache(model):
+        raise ConfigError(
+            f"{type(model).__name__} has sliding-window or non-attention layers; "
+            "the static KV cache supports full-attention models only (use static_cache=False)"
+        )
+    return static_cache
+
+
 def sample_image_codes(
     model: PreTrainedModel,
     layout: VocabLayout,
@@ -311,24 +387,128 @@ def sample_image_codes(
     *,
     image_rows_only: bool = True,
     progress: ProgressFn | None = None,
+    static_cache: bool | None = None,
+    compile: CompileOption = False,
+    speculative: str | None = None,
+    jacobi_window: int = DEFAULT_JACOBI_WINDOW,
+    batch_images: int | None = None,
+    stats: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Run a resolved :class:`ImageRequest` with Liquid's batched CFG sampler (no checks:
     :func:`~liquidgen.inference.request.resolve_image_request` made them).
 
     Returns codes ``(P * n, h, w)`` long, image ``p * n + j`` being sample ``j`` of prompt
-    ``p``; ``progress(done, total)`` is called after every drawn token.
+    ``p``; ``progress(done, total)`` is called after every drawn token with the image tokens
+    drawn so far over the whole request (``total = P * n * h * w``).
+
+    - ``static_cache``: decode with a preallocated KV cache and fixed-shape steps
+      (:mod:`liquidgen.inference.static`); ``None`` (default): wherever the model supports it
+      (full attention), ``False``: transformers' ``DynamicCache``. Same codes either way.
+    - ``compile``: ``torch.compile`` the one-token step (``True``: the measured mode for the
+      device, or a mode name); it compiles once per model and batch shape (20-40 s on CPU).
+    - ``speculative="jacobi"``: speculative Jacobi decoding
+      (:mod:`liquidgen.inference.jacobi`), ``jacobi_window`` tokens per forward; lossless in
+      distribution but not the same draws as plain sampling for a seed.
+    - ``batch_images``: images whose CFG pairs share one forward (``None``:
+      :func:`images_per_forward`, bounded by the memory budget and the batch limit).
+      Speculative decoding runs one image at a time.
+    - ``stats``: if given, gets ``forwards`` (forward passes of the model, the head check
+      excluded) and ``tokens`` (image tokens drawn) added.
     """
+    if speculative not in (None, "jacobi"):
+        raise ConfigError(f"unknown speculative method {speculative!r} (known: jacobi)")
+    if speculative is not None and not image_rows_only:
+        raise ConfigError("speculative decoding needs image_rows_only=True")
+    if speculative is not None and not supports_static_cache(model):
+        raise ConfigError(
+            f"speculative decoding needs the static KV cache, which {type(model).__name__} "
+            "(sliding-window layers) does not support"
+        )
+    if speculative is not None and jacobi_window < 2:
+        raise ConfigError(f"jacobi_window must be >= 2, got {jacobi_window}")
+    static = _use_static(model, static_cache)
+    if speculative is not None:
+        per_forward = 1
+    elif batch_images is not None:
+        per_forward = max(1, min(batch_images, request.n_images))
+    else:
+        per_forward = images_per_forward(model, request)
     h, w = request.grid
+    total = request.total_tokens
+    codes = []
+    with _inference(model):
+        if image_rows_only:
+            logits_fn: LogitsFn = ImageRowLogits(model, layout)
+            logits_fn.verify(request.uncond_ids)
+        else:
+            logits_fn = FullVocabLogits(model)
+        for first in range(0, request.n_images, per_forward):
+            count = min(per_forward, request.n_images - first)
+
+            def report(
+                done: int, _total: int, base: int = first * h * w, rows: int = count
+            ) -> None:
+                progress(base + done * rows, total)  # type: ignore[misc]
+
+            run = _jacobi_chunk if speculative == "jacobi" else _plain_chunk
+            tokens = run(
+                model,
+                layout,
+                request,
+                first,
+                count,
+                logits_fn,
+                static=static,
+                compile=compile,
+                progress=None if progress is None else report,
+                stats=stats,
+                window=jacobi_window,
+            )  # (count, h*w) codes
+            codes.append(tokens.cpu())
+    return torch.cat(codes).view(request.n_images, h, w)
+
+
+def _engine_kind(layout: VocabLayout, image_rows_only: bool) -> str:
+    return f"image{layout.image_offset}:{layout.image_end}" if image_rows_only else "full"
+
+
+def _chunk_rows(
+    request: ImageRequest, first: int, count: int
+) -> tuple[list[list[int]], list[torch.Generator]]:
+    """Prompt rows (conditional, then unconditional partners) and per-image generators of
+    images ``first .. first + count - 1`` of ``request``."""
+    rows = [list(request.cond_ids[i // request.n]) for i in range(first, first + count)]
+    if request.sampling.uses_cfg:
+        rows += [list(request.uncond_ids)] * count  # partners: row i + count pairs with row i
+    generators = [
+        torch.Generator().manual_seed(request.seed + i) for i in range(first, first + count)
+    ]
+    return rows, generators
+
+
+def _plain_chunk(
+    model: PreTrainedModel,
+    layout: VocabLayout,
+    request: ImageRequest,
+    first: int,
+    count: int,
+    logits_fn: LogitsFn,
+    *,
+    static: bool,
+    compile: CompileOption,
+    progress: ProgressFn | None,
+    stats: dict[str, int] | None,
+    window: int,
+) -> torch.Tensor:
+    """Plain CFG sampling of ``count`` images in one batch -> codes ``(count, h*w)``."""
     sampling = request.sampling
-    n_images = request.n_images
-    rows = [list(p) for p in request.cond_ids for _ in range(request.n)]  # (N rows)
-    if sampling.uses_cfg:
-        rows += [list(request.uncond_ids)] * n_images  # partners: row i + N pairs with row i
-    generators = [torch.Generator().manual_seed(request.seed + i) for i in range(n_images)]
+    rows, generators = _chunk_rows(request, first, count)
+    n_tokens = request.tokens_per_image
+    image_rows_only = isinstance(logits_fn, ImageRowLogits)
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
-        cond = logits[:n_images]  # (N, V')
-        uncond = logits[n_images:] if sampling.uses_cfg else None
+        cond = logits[:count]  # (N, V')
+        uncond = logits[count:] if sampling.uses_cfg else None
         if image_rows_only:
             codes = sample_from_probs(sampling.code_probs(cond, uncond), generators)
         else:
@@ -337,16 +517,73 @@ def sample_image_codes(
         tokens = layout.codes_to_tokens(codes)  # (N,)
         return torch.cat([tokens, tokens]) if sampling.uses_cfg else tokens
 
-    with _inference(model):
-        if image_rows_only:
-            logits_fn: LogitsFn = ImageRowLogits(model, layout)
-            logits_fn.verify(rows[-1])
-        else:
-            logits_fn = FullVocabLogits(model)
+    if static:
+        slots = round_slots(max(len(r) for r in rows) + n_tokens, context_length(model))
+        engine = static_decoder(
+            model, _engine_kind(layout, image_rows_only), len(rows), slots,
+            lambda: (logits_fn, getattr(logits_fn, "window", None)), compile=compile,
+        )  # fmt: skip
+        logits, positions = engine.prefill(rows, layout.padding_id)
+        drawn = []
+        for i in range(n_tokens):
+            tokens = choose(logits)  # (R,)
+            drawn.append(tokens)
+            if progress is not None:
+                progress(i + 1, n_tokens)
+            if i + 1 < n_tokens:
+                logits = engine.step(tokens, positions)
+                positions = positions + 1
+        tokens = torch.stack(drawn, dim=1)  # (R, h*w)
+        forwards = n_tokens
+    else:
         logits, state = prefill(model, rows, logits_fn, layout.padding_id)
-        tokens = decode_n_tokens(logits, state, logits_fn, h * w, choose, progress)  # (R, h*w)
-    codes = layout.tokens_to_codes(tokens[:n_images].cpu())  # (N, h*w)
-    return codes.view(n_images, h, w)
+        tokens = decode_n_tokens(logits, state, logits_fn, n_tokens, choose, progress)
+        forwards = n_tokens
+    if stats is not None:
+        stats["forwards"] = stats.get("forwards", 0) + forwards
+        stats["tokens"] = stats.get("tokens", 0) + count * n_tokens
+    return layout.tokens_to_codes(tokens[:count].cpu())  # (count, h*w)
+
+
+def _jacobi_chunk(
+    model: PreTrainedModel,
+    layout: VocabLayout,
+    request: ImageRequest,
+    first: int,
+    count: int,
+    logits_fn: LogitsFn,
+    *,
+    static: bool,
+    compile: CompileOption,
+    progress: ProgressFn | None,
+    stats: dict[str, int] | None,
+    window: int,
+) -> torch.Tensor:
+    """Speculative Jacobi decoding of one image (``count == 1``) -> codes ``(1, h*w)``."""
+    from liquidgen.inference.jacobi import jacobi_image_codes
+
+    assert count == 1 and isinstance(logits_fn, ImageRowLogits)
+    rows, generators = _chunk_rows(request, first, count)
+    n_tokens = request.tokens_per_image
+    slots = round_slots(max(len(r) for r in rows) + n_tokens + window, context_length(model))
+    engine = static_decoder(
+        model, _engine_kind(layout, True), len(rows), slots, lambda: (logits_fn, logits_fn.window),
+        compile=compile if static else False,
+    )  # fmt: skip
+    codes, forwards = jacobi_image_codes(
+        engine,
+        rows,
+        layout,
+        request.sampling,
+        n_tokens,
+        generators[0],
+        window=window,
+        progress=progress,
+    )
+    if stats is not None:
+        stats["forwards"] = stats.get("forwards", 0) + forwards
+        stats["tokens"] = stats.get("tokens", 0) + n_tokens
+    return codes[None]
 
 
 def generate_image_tokens(
@@ -364,6 +601,7 @@ def generate_image_tokens(
     seed: int = 0,
     image_rows_only: bool = True,
     progress: ProgressFn | None = None,
+    **options: Any,
 ) -> torch.Tensor:
     """Sample VQGAN codes for text-to-image from raw prompt ids, checking them first.
 
@@ -372,7 +610,9 @@ def generate_image_tokens(
     it), unused when ``cfg_scale <= 1``. ``grid_hw``: the code grid ``(h, w)``; exactly
     ``h * w`` tokens are drawn per image. Returns codes ``(P * n_per_prompt, h, w)`` long, image
     ``p * n_per_prompt + j`` being sample ``j`` of prompt ``p`` (see the module docstring for
-    seeds). ``progress(done, total)`` is called after every drawn token.
+    seeds). ``progress(done, total)`` is called after every drawn token. ``options``: the
+    decoding options of :func:`sample_image_codes` (``static_cache``, ``compile``,
+    ``speculative``, ``jacobi_window``, ``batch_images``, ``stats``).
     """
     sampling = ImageSampling(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
     h, w = grid_hw
@@ -410,7 +650,7 @@ def generate_image_tokens(
         sampling=sampling,
     )
     return sample_image_codes(
-        model, layout, request, image_rows_only=image_rows_only, progress=progress
+        model, layout, request, image_rows_only=image_rows_only, progress=progress, **options
     )
 
 
@@ -442,6 +682,8 @@ def decode_until_stop(
     stop_ids: Iterable[int],
     pad_id: int,
     on_step: Callable[[list[list[int]]], None] | None = None,
+    static_cache: bool | None = None,
+    compile: CompileOption = False,
 ) -> tuple[list[list[int]], list[bool]]:
     """The text decode loop: continue left-padded ``rows`` until each draws a stop id or
     ``budget`` tokens are drawn.
@@ -449,13 +691,33 @@ def decode_until_stop(
     ``choose`` maps logits ``(R, V)`` to the next tokens ``(R,)``. Returns each row's new ids
     (without the stop id) and whether it stopped. ``on_step(generated)`` runs after every
     drawn token. Finished rows keep decoding a pad token; their output is no longer read.
+    ``static_cache`` / ``compile``: as in :func:`sample_image_codes` (the cache holds the
+    longest prompt plus ``budget`` tokens).
     """
     logits_fn = FullVocabLogits(model)
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
     generated: list[list[int]] = [[] for _ in rows]
     finished = torch.zeros(len(rows), dtype=torch.bool)  # (R,)
+    static = _use_static(model, static_cache)
     with _inference(model):
-        logits, state = prefill(model, rows, logits_fn, pad_id)
+        if static:
+            slots = round_slots(max(len(r) for r in rows) + budget, context_length(model))
+            engine = static_decoder(
+                model, "text", len(rows), slots, lambda: (logits_fn, None), compile=compile
+            )
+            logits, positions = engine.prefill(rows, pad_id)
+
+            def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+                nonlocal positions
+                out = engine.step(tokens, positions)
+                positions = positions + 1
+                return out
+        else:
+            logits, state = prefill(model, rows, logits_fn, pad_id)
+
+            def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+                return decode_one_token(tokens, state, logits_fn)
+
         for step in range(budget):
             tokens = choose(logits).cpu()  # (R,)
             finished |= torch.isin(tokens, stops)
@@ -466,7 +728,7 @@ def decode_until_stop(
             if bool(finished.all()) or step + 1 == budget:
                 break
             tokens = tokens.masked_fill(finished, pad_id)
-            logits = decode_one_token(tokens, state, logits_fn)
+            logits = next_logits(tokens)
     return generated, finished.tolist()
 
 
@@ -484,6 +746,8 @@ def generate_text(
     stop_ids: Iterable[int] = (),
     stream_callback: Callable[[str], None] | None = None,
     sampling: TextSampling | None = None,
+    static_cache: bool | None = None,
+    compile: CompileOption = False,
 ) -> TextGeneration:
     """Continue ``prompt_ids`` with ordinary decoding and a KV cache.
 
@@ -493,7 +757,8 @@ def generate_text(
     ``stop_ids`` or after ``max_new_tokens`` (capped to the model's context). ``tokenizer``:
     anything with ``decode(ids, skip_special_tokens=True)`` (a transformers tokenizer or a
     ``tokenizers.Tokenizer``). ``stream_callback`` receives each new piece of text as soon as
-    it decodes to complete characters.
+    it decodes to complete characters. ``static_cache`` / ``compile``: see
+    :func:`decode_until_stop`.
     """
     if sampling is None:
         sampled = {} if greedy else {"temperature": temperature, "top_k": top_k, "top_p": top_p}
@@ -524,6 +789,8 @@ def generate_text(
         stop_ids=stop_ids,
         pad_id=_NO_PADDING,
         on_step=None if stream_callback is None else stream,
+        static_cache=static_cache,
+        compile=compile,
     )
     text = tokenizer.decode(generated, skip_special_tokens=True)
     if stream_callback is not None and _extends(text, emitted):
@@ -540,11 +807,14 @@ def greedy_texts(
     max_new_tokens: int,
     stop_ids: Iterable[int],
     pad_id: int,
+    static_cache: bool | None = None,
+    compile: CompileOption = False,
 ) -> list[list[int]]:
     """Greedy continuations of several prompts decoded together (left-padded, one KV cache),
     each row until its first stop id; the budget is capped to the context of the longest."""
     budget = text_budget(context_length(model), max(len(r) for r in rows), max_new_tokens)
     generated, _ = decode_until_stop(
-        model, rows, argmax, budget=budget, stop_ids=stop_ids, pad_id=pad_id
-    )
+        model, rows, argmax, budget=budget, stop_ids=stop_ids, pad_id=pad_id,
+        static_cache=static_cache, compile=compile,
+    )  # fmt: skip
     return generated

@@ -51,11 +51,13 @@ from liquidgen.formats import (
 )
 from liquidgen.inference import request as rq
 from liquidgen.inference.generation import (
+    SPECULATIVE_CHOICES,
     ProgressFn,
     generate_text,
     greedy_texts,
     sample_image_codes,
 )
+from liquidgen.inference.quantize import QUANTIZE_CHOICES, apply_quantization
 from liquidgen.inference.request import (
     ImageInput,
     ImageRequest,
@@ -72,6 +74,7 @@ from liquidgen.inference.sampling import (
     ImageSampling,
     TextSampling,
 )
+from liquidgen.inference.static import CompileOption
 from liquidgen.model import load_liquid
 from liquidgen.tokenizer import VQGAN, pil_to_tensor, preprocess_understanding, tensor_to_pil
 from liquidgen.utils.device import DTYPES, quiet_loading, resolve_device, resolve_dtype
@@ -159,6 +162,9 @@ class Pipeline:
         layout: VocabLayout,
         vq: VQGAN | None,
         defaults: GenerationDefaults | None = None,
+        *,
+        compile: CompileOption = False,
+        static_cache: bool | None = None,
     ) -> None:
         if vq is not None and (
             vq.codebook_size != layout.codebook_size or vq.downsample != layout.downsample
@@ -177,6 +183,9 @@ class Pipeline:
         eos_ids = eos if isinstance(eos, list) else [eos]
         turn_end = turn_end_id(tokenizer)
         self.stop_ids = {i for i in (layout.eos_id, turn_end, *eos_ids) if i is not None}
+        # Decoding options of every method (docs/inference.md, "Fast decoding").
+        self.compile: CompileOption = compile  # torch.compile the one-token step
+        self.static_cache = static_cache  # None: static KV cache wherever the model allows
 
     # ------------------------------------------------------------------ loading and placement
     @classmethod
@@ -188,6 +197,8 @@ class Pipeline:
         dtype: torch.dtype | str | None = None,
         vq_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        quantize: str | None = None,
+        compile: CompileOption = False,
     ) -> Pipeline:
         """Load a liquidgen checkpoint or a folder laid out like the released Liquid-7B.
 
@@ -198,6 +209,10 @@ class Pipeline:
                 ``"auto"``: bfloat16 on CUDA, float32 on CPU. The VQGAN stays float32.
             vq_dir: the VQGAN folder when it is not inside ``path`` (``vq/`` or ``vqgan.yaml``).
             progress: show transformers' "Loading weights" bar (off: the library is quiet).
+            quantize: ``"int8"``: weight-only int8 of the decoder's linear layers
+                (:mod:`liquidgen.inference.quantize`); ``None``: the weights as loaded.
+            compile: ``torch.compile`` the one-token decode step (``True``: the measured mode
+                for the device, or a mode name); it compiles on first use (20-40 s on CPU).
 
         Raises:
             CheckpointError: the folder is missing, incomplete, corrupt or inconsistent.
@@ -208,15 +223,22 @@ class Pipeline:
             raise CheckpointError(f"{path}: model folder not found")
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
+        if quantize is not None and quantize not in QUANTIZE_CHOICES:
+            raise ConfigError(
+                f"unknown quantization {quantize!r} (known: {', '.join(QUANTIZE_CHOICES)})"
+            )
         with quiet_loading(not progress):
             model, tokenizer, layout = load_liquid(path, device=device, dtype=dtype, vq_dir=vq_dir)
+        apply_quantization(model, quantize)
         vq_path = Path(vq_dir) if vq_dir is not None else find_vq_dir(path)
         vq = (
             None
             if vq_path is None
             else VQGAN.from_pretrained(vq_path, device=device, dtype=VQ_DTYPE)
         )
-        return cls(model, tokenizer, layout, vq, GenerationDefaults.load(path, layout))
+        return cls(
+            model, tokenizer, layout, vq, GenerationDefaults.load(path, layout), compile=compile
+        )
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
@@ -316,26 +338,38 @@ class Pipeline:
         *,
         batch_size: int | None = None,
         progress: ProgressFn | None = None,
+        speculative: str | None = None,
+        stats: dict[str, int] | None = None,
     ) -> list[Image.Image]:
-        """Run a resolved request: ``batch_size`` prompts per forward (``None``: all together,
-        with their unconditional partners); ``progress(done, total)`` counts image tokens."""
+        """Run a resolved request: ``batch_size`` prompts per call (``None``: all prompts;
+        within a call the CFG pairs of as many images as the memory budget and the batch limit
+        allow share each forward, :func:`~liquidgen.inference.generation.images_per_forward`);
+        ``progress(done, total)`` counts image tokens. ``speculative="jacobi"``: speculative
+        Jacobi decoding (lossless in distribution, fewer forwards; one image at a time).
+        ``stats`` gets the forward passes and tokens added (see ``sample_image_codes``)."""
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if speculative not in (None, *SPECULATIVE_CHOICES):
+            raise ConfigError(
+                f"unknown speculative method {speculative!r} (known: {', '.join(SPECULATIVE_CHOICES)})"
+            )
         vq = self._require_vq()
         images: list[Image.Image] = []
         done_before = 0
         for part in request.batches(batch_size):
 
-            def report(
-                done: int, _total: int, base: int = done_before, rows: int = part.n_images
-            ) -> None:
-                progress(base + done * rows, request.total_tokens)  # type: ignore[misc]
+            def report(done: int, _total: int, base: int = done_before) -> None:
+                progress(base + done, request.total_tokens)  # type: ignore[misc]
 
             codes = sample_image_codes(
                 self.model,
                 self.layout,
                 part,
                 progress=None if progress is None else report,
+                static_cache=self.static_cache,
+                compile=self.compile,
+                speculative=speculative,
+                stats=stats,
             )  # (len(part.prompts) * n, h, w)
             images += self.decode_codes(codes, vq)
             done_before += part.total_tokens
@@ -355,6 +389,7 @@ class Pipeline:
         seed: int = 0,
         batch_size: int | None = None,
         progress: ProgressFn | None = None,
+        speculative: str | None = None,
     ) -> list[Image.Image]:
         """Draw ``n`` images of ``width`` x ``height`` pixels for ``prompt`` (or each prompt of
         a list); returns them flat, prompt-major: image ``j`` of prompt ``p`` is item
@@ -362,7 +397,9 @@ class Pipeline:
 
         ``None`` settings take the checkpoint's defaults (authors': cfg 7.0, temperature 0.99,
         top-k 4096 capped to the codebook, top-p 0.96). ``progress(done, total)`` counts image
-        tokens drawn over all images.
+        tokens drawn over all images. ``speculative="jacobi"``: speculative Jacobi decoding
+        (same distribution as plain sampling, fewer forward passes; not the same images for a
+        seed).
         """
         request = self.image_request(
             prompt,
@@ -375,7 +412,7 @@ class Pipeline:
             top_p=top_p,
             seed=seed,
         )
-        return self.draw(request, batch_size=batch_size, progress=progress)
+        return self.draw(request, batch_size=batch_size, progress=progress, speculative=speculative)
 
     def generate_image(self, prompt: str, **kwargs: Any) -> list[Image.Image]:
         """``n`` images for one prompt (:meth:`__call__` with a single prompt)."""
@@ -449,6 +486,8 @@ class Pipeline:
             sampling=sampling,
             stop_ids=self.stop_ids,
             stream_callback=callback,
+            static_cache=self.static_cache,
+            compile=self.compile,
         )
         return result.text.strip()
 
@@ -509,6 +548,8 @@ class Pipeline:
                 max_new_tokens=max_new_tokens,
                 stop_ids=self.stop_ids,
                 pad_id=self.layout.padding_id,
+                static_cache=self.static_cache,
+                compile=self.compile,
             )
             out += [
                 self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated
