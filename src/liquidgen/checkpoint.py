@@ -76,7 +76,7 @@ def read_layout(directory: str | os.PathLike[str]) -> VocabLayout:
         raise CheckpointError(f"{directory}: no {LAYOUT_FILE} (not a liquidgen checkpoint)")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: invalid JSON ({e})") from e
     return VocabLayout.from_dict(data)
 
@@ -230,13 +230,13 @@ def read_vq_spec(vq_dir: str | os.PathLike[str]) -> VQSpec:
         try:
             doc = yaml.safe_load(authors.read_text())
             params = doc["model"]["params"]
-        except (yaml.YAMLError, KeyError, TypeError) as e:
+        except (yaml.YAMLError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{authors}: not a VQGAN yaml with model.params ({e!r})") from e
         return _spec_from_params(params, authors, authors_format=True)
     if ours.is_file():
         try:
             params = json.loads(ours.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{ours}: invalid JSON ({e})") from e
         return _spec_from_params(params, ours, authors_format=False)
     raise CheckpointError(

@@ -35,9 +35,12 @@ def run_cli(
     address_space: int | None = None,
     as_nobody: bool = False,
     timeout: float = 120,
+    stdin: bytes | None = None,
 ) -> Result:
     """``python -m liquidgen ARGS`` in ``cwd``; optionally under ``prlimit --as`` (bytes) or
-    as the ``nobody`` user (so that a read-only folder is read-only even for root)."""
+    as the ``nobody`` user (so that a read-only folder is read-only even for root), with
+    ``stdin`` as its standard input (default: none). A ``str`` argument holding surrogate
+    escapes (``"\udcff"``) reaches the command as the raw byte (0xff), as from a shell."""
     command = [sys.executable, "-m", "liquidgen", *map(str, args)]
     if address_space is not None:
         command = ["prlimit", f"--as={address_space}", "--", *command]
@@ -50,11 +53,11 @@ def run_cli(
         cwd=cwd,
         env=env or cli_env(HOME=str(cwd)),
         capture_output=True,
-        text=True,
         timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        **({"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}),
     )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    out, err = (data.decode("utf-8", "replace") for data in (proc.stdout, proc.stderr))
+    return Result(proc.returncode, out, err)
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> str:

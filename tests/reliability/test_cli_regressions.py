@@ -12,12 +12,16 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from .helpers import (
     assert_one_line_error,
@@ -288,3 +292,174 @@ def test_demo_bad_width_prints_no_progress_bar(work: Path) -> None:
     result = run_cli("demo", "--out", "d", "--width", "24", cwd=work)
     assert_one_line_error(result, "--width 24")
     assert "Loading weights" not in result.err
+
+
+# ------------------------------------------------------------------ the inference commands
+PROMPT = "a red circle"
+SMALL = ("--width", "32", "--height", "32")  # a 2x2 code grid of the shipped model: quick
+
+
+@pytest.fixture
+def models(work: Path) -> Path:
+    """``work`` with two model folders: ``nomodel``, the shipped model's JSON files without
+    its weights (a case refused with its own message on it was refused before any model
+    loading), and ``badtpl``, the shipped model with a chat template jinja cannot compile."""
+    (work / "nomodel").mkdir()
+    for name in ("config.json", "liquid_layout.json", "liquid_generation.json"):
+        shutil.copy(SHIPPED / name, work / "nomodel" / name)
+    (work / "badtpl").mkdir()
+    for entry in SHIPPED.iterdir():
+        if entry.name != "chat_template.jinja":
+            (work / "badtpl" / entry.name).symlink_to(entry)
+    (work / "badtpl" / "chat_template.jinja").write_text("{% for m in messages %}{{ m }")
+    (work / "o_1.png").mkdir()  # a folder where `generate -o o.png -n 3` writes its image 1
+    (work / "bomb.png").write_bytes(_png_header(20000, 20000))
+    return work
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("generate", PROMPT, "-o", "o.png", "--seed", "200000000000000000000"), "--seed"),
+        (("generate", PROMPT, "-o", "o.png", "--seed", "-1"), "--seed"),
+        (("generate", PROMPT, "-o", "o.png", "--seed", str(2**63 - 1), "-n", "2"), "2**63 - 1"),
+        (("generate", PROMPT, "-o", "o.png", "--cfg", "inf"), "--cfg"),
+        (("generate", PROMPT, "-o", "o.png", "--temperature", "inf"), "--temperature"),
+        (("generate", PROMPT, "-o", "o.png", "--top-p", "nan"), "--top-p"),
+        (("ask", "img.png", "What?", "--temperature", "inf"), "--temperature"),
+        (("ask", "img.png", "What?", "--seed", "200000000000000000000"), "--seed"),
+        (("generate", PROMPT, "-o", "o.png", "--width", "24", "--height", "32"), "multiples of 16"),
+        (("generate", PROMPT, "-o", "o.png", "--width", "100000", "--height", "100000"),
+         "limit per image"),
+        (("generate", PROMPT, "-o", "o.png", "--width", "100000"), "limit per image"),
+        (("generate", PROMPT, "-o", "notes"), "folder"),
+        (("generate", PROMPT, "-o", "afile/o.png"), "afile"),
+        (("generate", PROMPT, "-o", "o.png", "-n", "3"), "o_1.png"),
+        (("generate", PROMPT, "-o", "o.png", "-n", "1000", "--grid"), "--grid"),
+        (("generate", "a red \udcff circle", "-o", "o.png"), "not valid UTF-8"),
+        (("chat", "--system", "be \udcff brief"), "not valid UTF-8"),
+        (("ask", "bomb.png", "What?"), "decoding limit"),
+        (("ask", "notes", "What?"), "is a folder"),
+    ],
+    ids=["generate-seed", "generate-seed-negative", "generate-seed-plus-n", "generate-cfg-inf",
+         "generate-temperature-inf", "generate-top-p-nan", "ask-temperature-inf", "ask-seed",
+         "generate-factor", "generate-pixels", "generate-width-only", "generate-out-folder",
+         "generate-out-under-file", "generate-out-i-folder", "generate-grid-limit",
+         "generate-prompt-utf8", "chat-system-utf8", "ask-bomb", "ask-folder"],
+)  # fmt: skip
+def test_inference_input_is_checked_before_the_model_loads(
+    models: Path, args: tuple[str], fragment: str
+) -> None:
+    """Each mistake is refused before any model loading (``nomodel`` has no weights) and
+    within bounded memory (the decompression bomb)."""
+    _check(models, *args, "--model", "nomodel", fragments=(fragment,),
+           address_space=ADDRESS_SPACE)  # fmt: skip
+
+
+def test_chat_stdin_that_is_not_utf8(models: Path) -> None:
+    before = snapshot(models)
+    result = run_cli("chat", "--model", "nomodel", cwd=models, stdin=b"hello \xff\xfe there\n")
+    assert_one_line_error(result, "stdin", "not valid UTF-8", "0xff")
+    assert snapshot(models) == before
+
+
+def test_generate_with_a_damaged_chat_template(models: Path) -> None:
+    _check(models, "generate", PROMPT, "-o", "o.png", *SMALL, "--model", "badtpl",
+           fragments=("badtpl", "chat template"))  # fmt: skip
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_generate_into_a_read_only_folder(readonly: Path, n: str) -> None:
+    """Refused before the model loads (before: after the whole generation)."""
+    (readonly / "ro").mkdir(mode=0o555)
+    os.chmod(readonly / "ro", 0o555)
+    env = cli_env(HOME=str(readonly / "ro"), HF_HOME=str(readonly / "ro"))
+    _check(readonly, "generate", PROMPT, "-o", "ro/o.png", "-n", n, "--model", "/nonexistent",
+           as_nobody=os.geteuid() == 0, env=env, fragments=("ro", "cannot write"))  # fmt: skip
+
+
+def test_generate_cleans_a_killed_runs_temporaries_and_writes_every_part(work: Path) -> None:
+    """Stale temporaries of ``out_i`` (a dead pid's, an older version's a day old) go, a live
+    run's stay; with one image per part (``LIQUIDGEN_MAX_BATCH=1``) every image is written."""
+    dead = work / ".o_0.999999999-abcdefgh.png.tmp"
+    dead_other = work / ".o_7.999999999-abcdefgh.png.tmp"  # of an earlier, larger -n
+    legacy = work / ".o_1.abcdefgh.png.tmp"
+    live = work / f".o_0.{os.getpid()}-abcdefgh.png.tmp"
+    for path in (dead, dead_other, legacy, live):
+        path.write_bytes(b"partial")
+    os.utime(legacy, (0, 0))
+    env = cli_env(HOME=str(work), LIQUIDGEN_MAX_BATCH="1")
+    result = run_cli("generate", PROMPT, "-o", "o.png", "-n", "3", *SMALL, "--model", SHIPPED,
+                     "--quiet", cwd=work, env=env, timeout=600)  # fmt: skip
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.splitlines() == [f"wrote o_{j}.png (32x32, seed {j})" for j in range(3)]
+    assert not dead.exists() and not dead_other.exists() and not legacy.exists()
+    assert live.exists()
+    for j in range(3):
+        with Image.open(work / f"o_{j}.png") as image:
+            image.load()
+            assert image.size == (32, 32)
+
+
+def test_generate_a_million_images_streams_parts_within_bounded_memory(work: Path) -> None:
+    """``generate -n 1000000`` (before: one batch of ~78 GB) draws ``LIQUIDGEN_MAX_BATCH``
+    images at a time under the address-space limit and writes each part before drawing the
+    next: two parts are on disk, complete, while the run goes on (then it is killed)."""
+    env = cli_env(HOME=str(work), LIQUIDGEN_MAX_BATCH="3")
+    command = ["prlimit", f"--as={ADDRESS_SPACE}", "--", sys.executable, "-m", "liquidgen",
+               "generate", PROMPT, "-o", "o.png", "-n", "1000000", *SMALL, "--model",
+               str(SHIPPED)]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (work / "o_5.png").exists():  # the second part is written
+            assert proc.poll() is None, proc.communicate()  # no error, no out-of-memory
+            assert time.monotonic() < deadline, "no second part within 10 minutes"
+            time.sleep(0.2)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        out, err = proc.communicate()
+    assert b"Traceback" not in err, err.decode()[-3000:]
+    lines = out.decode().splitlines()
+    assert lines[:6] == [f"wrote o_{j}.png (32x32, seed {j})" for j in range(6)]
+    for j in range(6):
+        with Image.open(work / f"o_{j}.png") as image:
+            image.load()  # complete: written whole, then renamed
+            assert image.size == (32, 32)
+
+
+def test_image_request_parts_keep_order_and_seeds() -> None:
+    """What ``generate`` runs part by part: at most ``max_images`` each, every image once,
+    in order, with its own seed."""
+    from liquidgen.inference.request import ImageRequest
+    from liquidgen.inference.sampling import ImageSampling
+
+    def request(prompts: int, n: int) -> ImageRequest:
+        return ImageRequest(
+            prompts=tuple(f"p{i}" for i in range(prompts)),
+            cond_ids=tuple((i, 3) for i in range(prompts)),
+            uncond_ids=(5, 3), width=32, height=32, grid=(2, 2), n=n, seed=10,
+            sampling=ImageSampling(),
+        )  # fmt: skip
+
+    for prompts, n, most in [(1, 7, 3), (1, 2, 256), (3, 5, 2), (4, 2, 5), (2, 1, 1)]:
+        whole = request(prompts, n)
+        images = []  # (prompt, seed) of every image, in the order written
+        for part in whole.chunks(most):
+            assert 1 <= part.n_images <= most
+            images += [(p, part.seed + i * part.n + j)
+                       for i, p in enumerate(part.prompts) for j in range(part.n)]  # fmt: skip
+        assert images == [(f"p{i}", 10 + i * n + j) for i in range(prompts) for j in range(n)]
+
+
+def test_data_tokenize_checks_the_pixels_of_images_kept_at_their_size(work: Path) -> None:
+    """Without ``--size`` every image is encoded as it is: within the pixel limit."""
+    record = {"image": "img.png", "captions": ["a red square"]}
+    (work / "data.jsonl").write_text(json.dumps(record) + "\n")
+    env = cli_env(HOME=str(work), LIQUIDGEN_MAX_MEGAPIXELS="0.001")  # img.png is 32x32
+    _check(work, "data", "tokenize", "--input", "data.jsonl", "--vqgan", "vq", "--out", "tok",
+           env=env, fragments=("32x32", "limit per image"))  # fmt: skip

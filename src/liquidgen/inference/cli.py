@@ -5,12 +5,16 @@ Everything a user can get wrong (arguments, output path, image file) is checked 
 model loads where possible (:mod:`liquidgen.inference.request`'s model-independent checks),
 the rest once by :meth:`Pipeline.image_request`, and raises a :class:`~liquidgen.errors.LiquidgenError` that
 ``liquidgen`` prints on one line with exit status 2. Images are written atomically, so an
-error never leaves a partial file.
+error never leaves a partial file. ``generate`` draws at most
+:func:`~liquidgen.utils.limits.max_batch` images at a time and writes each part before the
+next, so its memory does not grow with ``-n`` (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +71,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_text_args(p: argparse.ArgumentParser) -> None:
     from liquidgen.inference.sampling import DEFAULT_MAX_NEW_TOKENS
+    from liquidgen.utils.args import finite_float_arg, seed_arg
 
     p.add_argument(
         "--max-new-tokens",
@@ -80,15 +85,23 @@ def _add_text_args(p: argparse.ArgumentParser) -> None:
         help="sample instead of greedy decoding (implied by --temperature/--top-k/--top-p)",
     )
     p.add_argument(
-        "--temperature", type=float, default=None, help="sampling temperature (default 1.0)"
+        "--temperature",
+        type=finite_float_arg,
+        default=None,
+        help="sampling temperature (default 1.0)",
     )
     p.add_argument(
         "--top-k", type=int, default=None, help="keep the k most likely tokens (default 0: off)"
     )
     p.add_argument(
-        "--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default 1.0)"
+        "--top-p",
+        type=finite_float_arg,
+        default=None,
+        help="nucleus sampling mass in (0, 1] (default 1.0)",
     )
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="sampling seed in [0, 2**63 - 1] (default 0)"
+    )
 
 
 def _text_sampling(args: argparse.Namespace) -> TextSampling:
@@ -104,6 +117,13 @@ def _text_sampling(args: argparse.Namespace) -> TextSampling:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    """``--model``, or the shipped tiny model."""
+    from liquidgen.assets import TINY_MODEL, shipped
+
+    return Path(args.model) if args.model is not None else shipped(TINY_MODEL)
 
 
 def _load(args: argparse.Namespace) -> Pipeline:
@@ -144,6 +164,11 @@ def output_paths(out: Path, n: int, grid: bool) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
 
+def output_path(out: Path, n: int, grid: bool, index: int) -> Path:
+    """``output_paths(out, n, grid)[index]`` without building the list."""
+    return out if n == 1 or grid else out.with_name(f"{out.stem}_{index}{out.suffix}")
+
+
 def _check_output(out: Path) -> str:
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; give an image file name such as {out / 'out.png'}")
@@ -152,11 +177,64 @@ def _check_output(out: Path) -> str:
     return _save_format(out)
 
 
-def _write(images: list[Image.Image], paths: list[Path], fmt: str) -> None:
+def _numbered_folder(out: Path, n: int) -> Path | None:
+    """The first of ``out_0 ... out_{n-1}`` that is a folder (one listing of the folder,
+    whatever ``n``), if any."""
+    name = re.compile(rf"{re.escape(out.stem)}_(0|[1-9][0-9]*){re.escape(out.suffix)}")
+    found: list[tuple[int, str]] = []
+    with os.scandir(out.parent) as entries:
+        for entry in entries:
+            match = name.fullmatch(entry.name)
+            if match and int(match.group(1)) < n and entry.is_dir():
+                found.append((int(match.group(1)), entry.name))
+    return out.with_name(min(found)[1]) if found else None
+
+
+def _check_outputs(out: Path, n: int, grid: bool) -> str:
+    """Before the model loads: every file ``generate`` will write can be written (the folder
+    exists and takes a file, no ``out_i`` is a folder, PIL writes the extension); stale
+    temporaries of killed runs are removed. Returns PIL's format name."""
+    from liquidgen.errors import OutputError
+    from liquidgen.utils.io import check_output_file, clean_stale_temporaries
+
+    fmt = _check_output(out)
+    first = output_path(out, n, grid, 0)
+    check_output_file(first)  # not a folder; a real write probe of the folder
+    if first == out:
+        clean_stale_temporaries(out)
+    else:
+        folder = _numbered_folder(out, n)
+        if folder is not None:
+            raise OutputError(f"{folder}: is a folder; cannot write an image of -n {n} there")
+        clean_stale_temporaries(out, numbered=True)
+    return fmt
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """Before the model loads: ``--width``/``--height`` against the checkpoint's factor and
+    default size (its JSON files alone) and the pixel limit. A released-Liquid folder (no
+    ``liquid_layout.json``): the pixel limit only; the pipeline checks the rest."""
+    from liquidgen.checkpoint import GenerationDefaults, has_layout, read_layout
+    from liquidgen.inference.request import resolve_image_size
+    from liquidgen.utils.limits import check_image_pixels
+
+    width, height = args.width, args.height
+    if width is None and height is None:
+        return
+    model = _model_dir(args)
+    if model.is_dir() and has_layout(model):
+        layout = read_layout(model)
+        defaults = GenerationDefaults.load(model, layout)
+        width, height = resolve_image_size(defaults, layout, None, width, height)
+    if width is not None and height is not None:
+        check_image_pixels(width, height, "--width x --height")
+
+
+def _write(images: list[Image.Image], paths: list[Path], fmt: str, *, clean: bool = True) -> None:
     from liquidgen.utils.io import atomic_path
 
     for img, path in zip(images, paths, strict=True):
-        with atomic_path(path) as tmp:
+        with atomic_path(path, clean=clean) as tmp:
             img.save(tmp, format=fmt)
 
 
@@ -164,39 +242,53 @@ def _run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from liquidgen.inference.request import check_image_count, check_prompt, image_sampling
+    from liquidgen.inference.sampling import check_seed_range
     from liquidgen.utils.images import image_grid
+    from liquidgen.utils.limits import MAX_BATCH_ENV, max_batch
 
     out = Path(args.output)
-    fmt = _check_output(out)
     settings = dict(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k)
     settings["top_p"] = args.top_p
     check_prompt(args.prompt)  # model-independent checks before loading the model
     check_image_count(args.n)
+    check_seed_range(args.seed, args.n)
     image_sampling(**settings)
+    per_part = max_batch()  # images drawn, held and written at a time
+    if args.grid and args.n > per_part:
+        raise ConfigError(
+            f"--grid tiles at most {per_part} images (set {MAX_BATCH_ENV}), got -n {args.n}"
+        )
+    fmt = _check_outputs(out, args.n, args.grid)
+    _check_size(args)
     pipe = _load(args)
     request = pipe.image_request(  # size, prompt length: checked once, before the bar
         args.prompt, width=args.width, height=args.height, n=args.n, seed=args.seed, **settings
     )
     width, height = request.width, request.height
+    tile = args.grid and args.n > 1
+    first = 0  # index of the part's first image
     with tqdm(
         total=request.total_tokens,
         unit="tok",
         desc="image tokens",
         disable=True if args.quiet else None,  # None: shown on a terminal only
     ) as bar:
-        images = pipe.draw(
-            request,
-            progress=lambda done, _total: bar.update(done - bar.n),
-            speculative=args.speculative,
-        )
-    if args.grid and len(images) > 1:
-        images = [image_grid(images)]
-    paths = output_paths(out, args.n, args.grid)
-    _write(images, paths, fmt)
-    if len(paths) == args.n:
-        for j, path in enumerate(paths):
-            print(f"wrote {path} ({width}x{height}, seed {args.seed + j})")
-    else:
+        for part in request.chunks(per_part):
+            base = first * request.tokens_per_image
+            images = pipe.draw(
+                part,
+                progress=lambda done, _total, base=base: bar.update(base + done - bar.n),
+                speculative=args.speculative,
+            )
+            if tile:  # one part: --grid takes at most max_batch() images
+                _write([image_grid(images)], [out], fmt)
+                break
+            paths = [output_path(out, args.n, False, first + j) for j in range(len(images))]
+            _write(images, paths, fmt, clean=False)  # cleaned once by _check_outputs
+            for j, path in enumerate(paths):
+                bar.write(f"wrote {path} ({width}x{height}, seed {args.seed + first + j})")
+            first += len(images)
+    if tile:
         last = args.seed + args.n - 1
         print(f"wrote {out} ({args.n} images of {width}x{height}, seeds {args.seed}-{last})")
     return 0
@@ -220,16 +312,34 @@ def _run_ask(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- chat
+def _read_stdin() -> str:
+    """All of stdin as text, decoded strictly as UTF-8 (a byte-order mark dropped):
+    :class:`ConfigError` for bytes that are not UTF-8."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes (e.g. replaced in tests)
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"the message on stdin is not valid UTF-8 (byte 0x{data[e.start]:02x} at "
+            f"offset {e.start})"
+        ) from None
+
+
 def _run_chat(args: argparse.Namespace) -> int:
     from liquidgen.errors import LiquidgenError
-    from liquidgen.inference.request import as_rgb_image, check_prompt
+    from liquidgen.inference.request import as_rgb_image, check_prompt, check_text
 
     image = as_rgb_image(args.image) if args.image is not None else None
     sampling = _text_sampling(args)
     system = [{"role": "system", "content": args.system}] if args.system else []
+    if args.system:
+        check_text(args.system, "system message")
     interactive = sys.stdin.isatty()
     if not interactive:
-        message = sys.stdin.read().strip()
+        message = _read_stdin().strip()
         check_prompt(message, "message")
         pipe = _load(args)
         pipe.chat(
@@ -250,6 +360,9 @@ def _run_chat(args: argparse.Namespace) -> int:
         except EOFError:
             print()
             return 0
+        except UnicodeDecodeError as e:  # a line that is not UTF-8: say so, keep the REPL
+            print(f"liquidgen: error: the message is not valid UTF-8 ({e.reason})", file=sys.stderr)
+            continue
         if not line:
             continue
         if line == _EXIT:
@@ -275,6 +388,8 @@ def _default_help(default: str) -> str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``generate``, ``ask`` and ``chat`` to the ``liquidgen`` parser."""
+    from liquidgen.utils.args import finite_float_arg, seed_arg
+
     gen = subparsers.add_parser(
         "generate",
         help="draw images from a text prompt",
@@ -298,22 +413,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--height", type=int, default=None, help="image height in pixels " + _default_help("512")
     )
-    gen.add_argument("-n", type=int, default=1, help="number of images (default 1)")
+    gen.add_argument(
+        "-n",
+        type=int,
+        default=1,
+        help="number of images (default 1); drawn and written LIQUIDGEN_MAX_BATCH (256) at a time",
+    )
     gen.add_argument(
         "--cfg",
-        type=float,
+        type=finite_float_arg,
         default=None,
         help="guidance scale >= 0, <= 1 turns it off " + _default_help("7.0"),
     )
-    gen.add_argument("--temperature", type=float, default=None, help="> 0 " + _default_help("0.99"))
+    gen.add_argument(
+        "--temperature", type=finite_float_arg, default=None, help="> 0 " + _default_help("0.99")
+    )
     gen.add_argument(
         "--top-k",
         type=int,
         default=None,
         help=">= 0, 0 disables, capped to the codebook " + _default_help("4096"),
     )
-    gen.add_argument("--top-p", type=float, default=None, help="in (0, 1] " + _default_help("0.96"))
-    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument(
+        "--top-p", type=finite_float_arg, default=None, help="in (0, 1] " + _default_help("0.96")
+    )
+    gen.add_argument(
+        "--seed",
+        type=seed_arg,
+        default=0,
+        help="random seed in [0, 2**63 - 1]; image j uses seed + j (default 0)",
+    )
     gen.add_argument(
         "--speculative",
         default=None,

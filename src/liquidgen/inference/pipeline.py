@@ -236,9 +236,12 @@ class Pipeline:
             if vq_path is None
             else VQGAN.from_pretrained(vq_path, device=device, dtype=VQ_DTYPE)
         )
-        return cls(
-            model, tokenizer, layout, vq, GenerationDefaults.load(path, layout), compile=compile
-        )
+        defaults = GenerationDefaults.load(path, layout)
+        try:  # __init__ renders the chat template (its end-of-turn token)
+            return cls(model, tokenizer, layout, vq, defaults, compile=compile)
+        except (TemplateError, UnicodeDecodeError) as e:
+            reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: the chat template cannot be used ({reason})") from e
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None

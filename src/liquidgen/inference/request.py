@@ -27,7 +27,7 @@ from PIL import Image
 
 from liquidgen.errors import ConfigError, ShapeError
 from liquidgen.formats import t2i_prompt_ids
-from liquidgen.inference.sampling import ImageSampling, TextSampling
+from liquidgen.inference.sampling import ImageSampling, TextSampling, check_seed_range
 from liquidgen.vocab import VocabLayout
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "check_context",
     "check_image_count",
     "check_prompt",
+    "check_text",
     "context_length",
     "image_sampling",
     "resolve_image_request",
@@ -57,10 +58,25 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- model-independent
+def check_text(text: str, what: str = "prompt") -> None:
+    """Refuse a string that is not valid Unicode text: lone surrogates, which is how bytes
+    that are not UTF-8 arrive from the command line (``os.fsdecode``'s surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
+        raise ConfigError(
+            f"the {what} is not valid UTF-8 text ({byte} at character {e.start})"
+        ) from None
+
+
 def check_prompt(prompt: Any, what: str = "prompt") -> None:
-    """Refuse a prompt that is not a string or holds nothing but whitespace."""
+    """Refuse a prompt that is not a string, is not valid UTF-8 text or holds nothing but
+    whitespace."""
     if not isinstance(prompt, str):
         raise ConfigError(f"the {what} must be a string, got {type(prompt).__name__}")
+    check_text(prompt, what)
     if not prompt.strip():
         raise ConfigError(f"the {what} is empty")
 
@@ -97,9 +113,10 @@ def text_sampling(sampling: TextSampling | None, settings: dict[str, Any]) -> Te
 
 
 def as_rgb_image(image: ImageInput) -> Image.Image:
-    """A PIL image (converted to RGB) or a path to one (:class:`ImageReadError` if unreadable)."""
+    """A PIL image (converted to RGB) or a path to one (:class:`ImageReadError` if missing, a
+    folder, unreadable or above the decoding limit of :mod:`liquidgen.utils.limits`)."""
     from liquidgen.tokenizer.images import to_rgb
-    from liquidgen.utils.images import open_image
+    from liquidgen.utils.limits import open_image
 
     if isinstance(image, Image.Image):
         return to_rgb(image)
@@ -184,6 +201,27 @@ class ImageRequest:
                 seed=self.seed + start * self.n,
             )
 
+    def chunks(self, max_images: int) -> Iterator[ImageRequest]:
+        """The request at most ``max_images`` images at a time, in order, seeds kept: whole
+        prompts together while ``n <= max_images``, else each prompt's ``n`` images split
+        (image ``j`` of a part keeps seed ``seed + p * n + start + j``). What
+        ``liquidgen generate`` runs and writes one part at a time, so its memory does not grow
+        with ``n``."""
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+            raise ConfigError(f"max_images must be an integer >= 1, got {max_images!r}")
+        if self.n <= max_images:
+            yield from self.batches(max_images // self.n)
+            return
+        for p in range(len(self.prompts)):
+            for start in range(0, self.n, max_images):
+                yield dataclasses.replace(
+                    self,
+                    prompts=self.prompts[p : p + 1],
+                    cond_ids=self.cond_ids[p : p + 1],
+                    n=min(max_images, self.n - start),
+                    seed=self.seed + p * self.n + start,
+                )
+
 
 def unconditional_length(layout: VocabLayout) -> int:
     """Tokens of the shortest image prompt, the unconditional ``[<bos>]<unconditional><boi>``."""
@@ -267,6 +305,7 @@ def resolve_image_request(
 ) -> ImageRequest:
     """Check and tokenize a text-to-image request once (``sampling``: already checked)."""
     check_image_count(n)
+    check_seed_range(seed, len(prompts) * n)
     width, height = resolve_image_size(defaults, layout, context, width, height)
     ids = [
         image_prompt_ids(tokenizer, layout, defaults, context, p, width, height) for p in prompts

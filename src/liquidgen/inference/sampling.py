@@ -27,6 +27,7 @@ sampled, seed). Code that holds one trusts its values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 TEXT_TEMPERATURE = 1.0
 TEXT_TOP_K = 0
 TEXT_TOP_P = 1.0
+SEED_MAX = 2**63 - 1  # the largest seed (liquidgen.utils.args.SEED_MAX)
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -62,16 +64,33 @@ def validate_sampling_args(
 
     ``temperature`` must be > 0 (use greedy decoding for "temperature 0"), ``top_p`` in
     ``(0, 1]``, ``top_k >= 0`` (0 disables it) and ``cfg_scale >= 0`` (values <= 1 switch
-    guidance off).
+    guidance off); temperature and scale finite (an infinite temperature draws uniform noise,
+    an infinite scale NaN logits).
     """
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if not math.isfinite(temperature):
+        raise ConfigError(f"temperature must be a finite number, got {temperature}")
     if not 0 < top_p <= 1:
         raise ConfigError(f"top_p must lie in (0, 1], got {top_p}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ConfigError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
     if cfg_scale is not None and not cfg_scale >= 0:
         raise ConfigError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    if cfg_scale is not None and not math.isfinite(cfg_scale):
+        raise ConfigError(f"cfg_scale must be a finite number, got {cfg_scale}")
+
+
+def check_seed_range(seed: int, count: int = 1) -> None:
+    """Raise :class:`ConfigError` unless ``seed`` and the ``count - 1`` seeds after it
+    (``seed + i`` for image ``i``) are integers in ``[0, SEED_MAX]`` (torch takes 64 bits)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    if seed + count - 1 > SEED_MAX:
+        raise ConfigError(
+            f"seed {seed} + {count} images goes past 2**63 - 1 (image i uses seed + i); "
+            f"use a seed <= {SEED_MAX - count + 1}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +162,7 @@ class TextSampling:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"max_new_tokens must be an integer >= 1, got {n!r}")
         validate_sampling_args(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        check_seed_range(self.seed)
 
     @classmethod
     def from_options(

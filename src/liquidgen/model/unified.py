@@ -196,9 +196,12 @@ def load_liquid(
             local_files_only=True,
             output_loading_info=True,
         )
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, AttributeError, SafetensorError) as e:
+        # AttributeError: e.g. a bit flip in config.json's dtype ("torch.float22"); the first
+        # line of transformers' (often multi-line) message is enough for one error line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"{path}: cannot load the model or tokenizer ({type(e).__name__}: {e})"
+            f"{path}: cannot load the model or tokenizer ({type(e).__name__}: {reason})"
         ) from e
     problems = {
         key: sorted(info.get(key) or ())

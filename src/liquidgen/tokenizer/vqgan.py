@@ -13,10 +13,10 @@ Two folder formats load with :meth:`VQGAN.from_pretrained`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import pickle
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +73,29 @@ class VQGAN(nn.Module):
         if h % f or w % f or h == 0 or w == 0:
             raise ShapeError(f"image size {w}x{h} is not divisible by the tokenizer's factor {f}")
 
+    @contextlib.contextmanager
+    def _latent_positions(self, h: int, w: int, what: str) -> Iterator[None]:
+        """Turn the refusal of a GroupNorm of one channel per group to normalise a latent of
+        one position (``ValueError: Expected more than 1 value per channel``) into a
+        :class:`ShapeError`: a size this network cannot take, not a bug."""
+        try:
+            yield
+        except ValueError as e:
+            if h * w != 1:
+                raise
+            raise ShapeError(
+                f"cannot {what} with this tokenizer: a latent of one position ({h}x{w}) is too "
+                f"small for its normalisation ({str(e).splitlines()[0]})"
+            ) from None
+
     def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Continuous latents before quantisation: (B, 3, H, W) in [-1, 1] -> (B, embed_dim, H/f, W/f)."""
         self._check_pixels(pixels)
-        return self.quant_conv(self.encoder(pixels))
+        h, w = (side // self.downsample for side in pixels.shape[-2:])
+        with self._latent_positions(
+            h, w, f"encode a {w * self.downsample}x{h * self.downsample} image"
+        ):
+            return self.quant_conv(self.encoder(pixels))
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -101,7 +120,9 @@ class VQGAN(nn.Module):
                 f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
             )
         weight = self.quantize.embedding.weight
-        return self.decode_latents(self.quantize.lookup(codes.to(weight.device).long()))
+        h, w = codes.shape[-2:]
+        with self._latent_positions(h, w, f"decode a {h}x{w} code grid"):
+            return self.decode_latents(self.quantize.lookup(codes.to(weight.device).long()))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns ``(reconstruction, codes, vq_loss)``."""
@@ -166,7 +187,7 @@ def read_authors_config(path: str | os.PathLike[str]) -> VQGANConfig:
     try:
         data = yaml.safe_load(Path(path).read_text())
         params = data["model"]["params"]
-    except (yaml.YAMLError, KeyError, TypeError) as e:
+    except (yaml.YAMLError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a VQGAN yaml with model.params ({e!r})") from e
     return VQGANConfig.from_dict(params)
 
@@ -178,10 +199,9 @@ def read_authors_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Ten
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint safely ({str(e).splitlines()[0]})"
-        ) from e
+    except Exception as e:  # torch parsing untrusted bytes: UnpicklingError, KeyError, ...
+        reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint safely ({reason})") from e
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no state_dict in checkpoint")

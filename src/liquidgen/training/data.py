@@ -45,6 +45,7 @@ from liquidgen.tokenizer import (
     to_rgb,
 )
 from liquidgen.utils.io import atomic_path
+from liquidgen.utils.limits import check_image_pixels
 
 INDEX_FILE = "index.json"
 FORMAT = "liquidgen-tokenized/1"
@@ -113,7 +114,8 @@ def _code_dtype(codebook_size: int) -> str:
 def _prepare_image(
     image: Image.Image, size: tuple[int, int] | None, preprocess: str, downsample: int, item_id: str
 ) -> Image.Image:
-    if size is None:
+    if size is None:  # encoded as it is: within the pixel limit (resized ones are checked)
+        check_image_pixels(image.width, image.height, f"record {item_id}: image")
         image = to_rgb(image)
     elif preprocess == "understanding":
         if size[0] != size[1]:

@@ -48,22 +48,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temporaries(path: str | os.PathLike[str], *, folder: bool = False) -> list[Path]:
+def clean_stale_temporaries(
+    path: str | os.PathLike[str], *, folder: bool = False, numbered: bool = False
+) -> list[Path]:
     """Remove temporary siblings of ``path`` left by killed runs; returns what was removed.
 
     Only names of our own pattern (``.KEY.<pid>-<random>...tmp``, KEY the folder's name or
     the file's stem) whose process no longer runs are removed, plus pid-less ones
     (``.KEY.<random>...tmp``, written by older versions) more than a day old. A live run's
-    temporaries are never touched.
+    temporaries are never touched. ``numbered``: those of the numbered siblings instead
+    (KEY ``STEM_0``, ``STEM_1``, ...: ``generate -n``'s ``out_0.png``...), found in one
+    listing of the folder.
     """
     path = Path(path)
     key = path.name if folder else path.stem
     removed: list[Path] = []
     try:
-        candidates = list(path.parent.glob(f".{glob_escape(key)}.*{TMP_SUFFIX}"))
+        glob_key = glob_escape(key) + ("_*" if numbered else "")
+        candidates = list(path.parent.glob(f".{glob_key}.*{TMP_SUFFIX}"))
     except OSError:
         return removed
-    pattern = re.compile(rf"^\.{re.escape(key)}\.(?:(\d+)-)?[a-z0-9_]{{8}}.*\.tmp$")
+    key_pattern = re.escape(key) + (r"_\d+" if numbered else "")
+    pattern = re.compile(rf"^\.{key_pattern}\.(?:(\d+)-)?[a-z0-9_]{{8}}.*\.tmp$")
     now = time.time()
     for candidate in candidates:
         match = pattern.match(candidate.name)
@@ -104,16 +110,19 @@ def _normalise_permissions(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, clean: bool = True) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; rename it onto ``path`` on success.
 
     The temporary file keeps the target's suffix so that writers that dispatch on the
-    extension (PIL) still work. On any exception the temporary file is removed.
+    extension (PIL) still work. On any exception the temporary file is removed. ``clean``:
+    first remove stale temporaries of ``path`` (:func:`clean_stale_temporaries`; a caller
+    writing many files cleans them once, before it starts).
     """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name")
-    clean_stale_temporaries(path)
+    if clean:
+        clean_stale_temporaries(path)
     try:
         fd, tmp = tempfile.mkstemp(
             prefix=f".{path.stem}.{os.getpid()}-",
