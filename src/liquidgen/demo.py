@@ -44,7 +44,7 @@ def run_demo(
     """Generate, then answer; writes the PNGs and ``demo.json`` into ``out``; returns the summary."""
     import numpy as np
 
-    from liquidgen.pipeline import Pipeline
+    from liquidgen.inference.pipeline import Pipeline
     from liquidgen.world import questions, render, sample_scene
     from liquidgen.world.score import score_answer
     from liquidgen.world.text import sample_spec

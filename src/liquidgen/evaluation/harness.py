@@ -1,9 +1,10 @@
 """One evaluation run over a loaded checkpoint: the tasks, their fixed inputs, the outputs.
 
-:func:`run_evaluation` runs any of :data:`TASKS` on a :class:`~liquidgen.pipeline.Pipeline`
-and returns an :class:`EvalRun`; :func:`write_outputs` writes ``results.json``,
-``results.md``, ``samples.png`` (when text-to-image ran), ``records.jsonl`` (every verdict)
-and ``timings.json`` (wall-clock times, the only output that differs between reruns)::
+:func:`run_evaluation` runs any of :data:`TASKS` on a
+:class:`~liquidgen.inference.pipeline.Pipeline` and returns an :class:`EvalRun`;
+:func:`write_outputs` writes ``results.json``, ``results.md``, ``samples.png`` (when
+text-to-image ran), ``records.jsonl`` (every verdict) and ``timings.json`` (wall-clock
+times, the only output that differs between reruns)::
 
     pipe = Pipeline.from_pretrained("models/liquidgen-tiny")
     run = run_evaluation(pipe, EvalSettings(tasks=TASKS), model="models/liquidgen-tiny")
@@ -59,7 +60,7 @@ from liquidgen.evaluation.vqa import (
 )
 
 if TYPE_CHECKING:
-    from liquidgen.pipeline import Pipeline
+    from liquidgen.inference.pipeline import Pipeline
 
 TASKS: tuple[str, ...] = ("t2i", "vqa", "text", "tokenizer")
 RESULTS_VERSION = 1  # bump when the layout of results.json changes

@@ -58,7 +58,8 @@ ProgressFn = Callable[[int, int], None]
 
 class ImageGenerator(Protocol):
     """Draws ``n`` images of ``width`` x ``height`` per prompt; image ``j`` of prompt ``p`` uses
-    seed ``seed + p * n + j``. :meth:`liquidgen.pipeline.Pipeline.generate_images` is one."""
+    seed ``seed + p * n + j``.
+    :meth:`liquidgen.inference.pipeline.Pipeline.generate_images` is one."""
 
     def __call__(
         self,

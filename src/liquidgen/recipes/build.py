@@ -212,7 +212,7 @@ def _corpus_texts(world_dir: Path, corpus_name: str) -> list[str]:
 
 def _train_tokenizer(recipe: Recipe, work: Path, clock: _StageClock, *, progress: bool) -> Path:
     """Stage 1: train the VQGAN phase by phase in ``work/vq``; returns its exported folder."""
-    from liquidgen.tokenizer import train as vq_train
+    from liquidgen.tokenizer.training import load_vq_config, train_vqgan
 
     vq_run = work / "vq"
     base = [*recipe.tokenizer.get("overrides", []), f"output.run_dir={vq_run}"]
@@ -223,8 +223,8 @@ def _train_tokenizer(recipe: Recipe, work: Path, clock: _StageClock, *, progress
             continue
         _log(f"stage 1/9: VQGAN tokenizer (phase {number}/{len(phases)})")
         with clock.stage("1-tokenizer"):
-            vq_train.train(
-                vq_train.load_config(recipe.tokenizer["config"], [*base, *extra]),
+            train_vqgan(
+                load_vq_config(recipe.tokenizer["config"], [*base, *extra]),
                 progress=progress,
             )
         done.write_text("done\n")

@@ -238,7 +238,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=size_arg, default=None, help=size_help)
     r.set_defaults(func=_cmd_roundtrip)
 
-    for module_name, fn in (("train", "register_train"), ("evaluate", "register_eval")):
+    for module_name, fn in (("training.cli", "register_train"), ("evaluate", "register_eval")):
         try:
             module = __import__(f"liquidgen.tokenizer.{module_name}", fromlist=[fn])
         except ModuleNotFoundError as err:

@@ -27,6 +27,7 @@ from liquidgen.errors import ConfigError, ImageReadError
 from liquidgen.tokenizer.images import load_image, resize_center_crop, tensor_to_pil
 from liquidgen.tokenizer.vqgan import VQGAN
 from liquidgen.utils.io import atomic_path
+from liquidgen.utils.size import parse_size
 
 PEAK = 255.0  # PSNR peak value of 8-bit images
 MAX_PSNR = 100.0  # reported for a bit-exact round trip (MSE 0) instead of infinity
@@ -59,24 +60,6 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     if not found:
         raise ImageReadError(f"no images found in {', '.join(str(p) for p in paths)}")
     return found
-
-
-def parse_size(text: str | int) -> tuple[int, int]:
-    """``128``, ``"128"`` or ``"160x96"`` (width x height) -> ``(width, height)``."""
-    try:
-        if isinstance(text, int) and not isinstance(text, bool):
-            w = h = text
-        elif isinstance(text, str) and "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-        elif isinstance(text, str):
-            w = h = int(text)
-        else:
-            raise ValueError
-    except ValueError as e:
-        raise ConfigError(f"size must be N or WxH, got {text!r}") from e
-    if w <= 0 or h <= 0:
-        raise ConfigError(f"size must be positive, got {text!r}")
-    return w, h
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:

@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 
 from liquidgen.errors import ImageReadError, ShapeError
-from liquidgen.utils.limits import open_image
+from liquidgen.utils.images import open_image
 
 PAD_COLOR = (122, 116, 104)  # Liquid's square-padding colour for understanding inputs
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file fully (so truncation is detected here) and return it as RGB.
+    """Open an image file with the one loader (:func:`liquidgen.utils.images.open_image`)
+    and return it as RGB.
 
     Raises :class:`ImageReadError` for a missing, unreadable, truncated or non-image file,
     a folder, or an image above the decoding limit of :mod:`liquidgen.utils.limits`.

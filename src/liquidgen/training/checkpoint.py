@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 from liquidgen.checkpoint import TRAIN_CONFIG_FILE
 from liquidgen.errors import CheckpointError
+from liquidgen.utils.runs import prune_step_folders, remove_temporaries, step_folders
 
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST_FILE = "manifest.json"
@@ -43,7 +43,7 @@ RNG_FILE = "rng.pt"
 TRAINABLE_FILE = "trainable.safetensors"
 CONFIG_FILE = TRAIN_CONFIG_FILE  # named by liquidgen.checkpoint
 FORMAT = "liquidgen-train-checkpoint/1"
-_STEP_RE = re.compile(r"^step-(\d{7,})$")
+_STEP_DIGITS = 7  # step-0000100: at least seven digits
 _TEMP_RE = re.compile(r"^\.step-\d{7,}(\..+)?\.(tmp|old)$")  # atomic_dir's temporaries
 _HASH_CHUNK = 1 << 20
 
@@ -105,15 +105,7 @@ def verify(directory: str | os.PathLike[str]) -> int:
 
 def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``step-*`` folder under ``OUT_DIR/checkpoints``, oldest first."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = _STEP_RE.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return step_folders(Path(out_dir) / CHECKPOINT_DIR, min_digits=_STEP_DIGITS)
 
 
 def latest_valid(out_dir: str | os.PathLike[str]) -> Path | None:
@@ -139,22 +131,12 @@ def latest_valid(out_dir: str | os.PathLike[str]) -> Path | None:
 
 def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> list[Path]:
     """Delete half-written checkpoint folders a killed run left behind (``.step-*.tmp``)."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    stale = [p for p in root.iterdir() if _TEMP_RE.match(p.name) and p.is_dir()]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+    return remove_temporaries(Path(out_dir) / CHECKPOINT_DIR, _TEMP_RE)
 
 
 def prune(out_dir: str | os.PathLike[str], keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` checkpoints; returns the deleted folders."""
-    checkpoints = list_checkpoints(out_dir)
-    doomed = [path for _, path in checkpoints[: max(len(checkpoints) - keep_last, 0)]]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
+    return prune_step_folders(list_checkpoints(out_dir), keep_last)
 
 
 def read_state(directory: str | os.PathLike[str]) -> dict[str, Any]:

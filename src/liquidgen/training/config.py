@@ -22,11 +22,11 @@ import yaml
 
 from liquidgen.errors import ConfigError
 from liquidgen.utils.config import apply_overrides, coerce, read_yaml_mapping
+from liquidgen.utils.schedule import SCHEDULES
 
 MODALITIES = ("text", "t2i", "caption", "vqa", "chat")
 PRECISIONS = ("bf16", "fp32")
 STRATEGIES = ("auto", "none", "ddp", "fsdp2")
-SCHEDULES = ("cosine", "constant", "wsd")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 

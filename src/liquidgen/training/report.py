@@ -21,6 +21,7 @@ from typing import Any
 
 from liquidgen.errors import ConfigError
 from liquidgen.utils.io import atomic_path
+from liquidgen.utils.runs import truncate_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
@@ -41,13 +42,9 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def truncate_after(path: str | os.PathLike[str], step: int) -> None:
-    """Rewrite the metrics file keeping only records with ``step <= step``."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    """Rewrite the metrics file keeping only records with ``step <= step`` (the shared
+    :func:`liquidgen.utils.runs.truncate_jsonl`)."""
+    truncate_jsonl(path, step)
 
 
 class MetricsLog:

@@ -69,6 +69,7 @@ from liquidgen.training.report import (
 )
 from liquidgen.training.sources import FormattedSource
 from liquidgen.utils.io import atomic_dir
+from liquidgen.utils.schedule import scheduled_lr
 from liquidgen.vocab import VocabLayout
 
 
@@ -155,21 +156,14 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of the peak LR for optimiser step ``step`` (0-based): linear warm-up, then
     constant, cosine decay to ``min_lr_ratio`` at ``max_steps``, or (wsd) constant until the
     last ``decay_fraction`` of the steps and a linear decay to ``min_lr_ratio`` over them."""
-    warmup = config.optim.warmup_steps
-    if step < warmup:
-        return (step + 1) / warmup
-    if config.optim.schedule == "constant":
-        return 1.0
-    if config.optim.schedule == "wsd":
-        decay = max(int(config.max_steps * config.optim.decay_fraction), 1)
-        start = max(config.max_steps - decay, warmup)
-        if step < start:
-            return 1.0
-        frac = min((step - start + 1) / max(config.max_steps - start, 1), 1.0)
-        return 1.0 - (1.0 - config.optim.min_lr_ratio) * frac
-    progress = min((step - warmup) / max(config.max_steps - warmup, 1), 1.0)
-    floor = config.optim.min_lr_ratio
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return scheduled_lr(
+        step,
+        schedule=config.optim.schedule,
+        warmup_steps=config.optim.warmup_steps,
+        total_steps=config.max_steps,
+        min_lr_ratio=config.optim.min_lr_ratio,
+        decay_fraction=config.optim.decay_fraction,
+    )
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -1,37 +1,24 @@
-"""Image files in and out: the one image loader of liquidgen, and tiling for previews."""
+"""Image files in and out: the one image loader of liquidgen, and tiling for previews.
+
+:func:`open_image` is the loader every path uses (the tokenizer's ``load_image``, the world
+parser, the inference pipeline, the datasets): it decodes a file fully, in its own mode,
+within the decoding limit of :mod:`liquidgen.utils.limits` (the header is checked before any
+pixel is decoded, so a decompression bomb is refused in one line), and turns any failure
+into a one-line :class:`~liquidgen.errors.ImageReadError`. Callers convert the mode as their
+task needs (``liquidgen.tokenizer.to_rgb`` for the VQGAN).
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from liquidgen.errors import ConfigError, ImageReadError
+from liquidgen.errors import ConfigError
+from liquidgen.utils.limits import open_image
 
 _FILL = (0, 0, 0)  # colour of empty cells in :func:`image_grid`
-
-
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file fully (so truncation is detected here), in its own mode.
-
-    Raises :class:`ImageReadError` for a missing (``no such file``), undecodable
-    (``not an image``) or truncated/corrupt (``unreadable image``) file. Callers convert the
-    mode as their task needs (``liquidgen.tokenizer.to_rgb`` for the VQGAN).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except UnidentifiedImageError as e:
-        raise ImageReadError(f"{path}: not an image") from e
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
-        raise ImageReadError(f"{path}: unreadable image ({e})") from e
 
 
 def image_grid(images: Sequence[Image.Image]) -> Image.Image:
@@ -45,3 +32,6 @@ def image_grid(images: Sequence[Image.Image]) -> Image.Image:
     for i, img in enumerate(images):
         canvas.paste(img, ((i % cols) * width, (i // cols) * height))
     return canvas
+
+
+__all__ = ["image_grid", "open_image"]

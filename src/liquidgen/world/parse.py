@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -44,7 +43,8 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels
 
 from liquidgen.errors import ConfigError, ImageReadError, ShapeError
-from liquidgen.utils.limits import check_image_pixels, open_image
+from liquidgen.utils.images import open_image
+from liquidgen.utils.limits import check_image_pixels
 from liquidgen.world import shapes
 from liquidgen.world.scene import (
     BACKGROUNDS,
@@ -109,10 +109,9 @@ WORLD_VOCABULARY = ParseVocabulary(
 
 
 # ---- input -----------------------------------------------------------------------------------
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file fully, in its own mode (raises :class:`ImageReadError` if missing,
-    unreadable, or above the decoding limit of :mod:`liquidgen.utils.limits`)."""
-    return open_image(path)
+# The one image loader (:func:`liquidgen.utils.images.open_image`): a file decoded fully, in
+# its own mode; ImageReadError if missing, unreadable, or above the decoding limit.
+load_image = open_image
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:

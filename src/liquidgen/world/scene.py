@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from liquidgen.errors import ConfigError
+from liquidgen.utils.size import parse_size as parse_wxh
 from liquidgen.world.shapes import GEOMETRIES
 
 RGB = tuple[int, int, int]
@@ -262,11 +263,9 @@ class RelationRequest:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"160x96"`` -> ``(160, 96)`` (width, height); raises :class:`ConfigError`."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"bad image size {text!r}; expected WxH such as 128x128") from None
+    """``"160x96"`` -> ``(160, 96)`` (width, height), a size a scene fits in; raises
+    :class:`ConfigError` (the WxH parser is :func:`liquidgen.utils.size.parse_size`)."""
+    w, h = parse_wxh(text, square=False)
     check_image_size(w, h)
     return w, h
 

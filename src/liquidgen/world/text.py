@@ -452,31 +452,23 @@ class Question(NamedTuple):
     qtype: str
 
 
-def _color_question(scene: Scene, rng: np.random.Generator) -> Question | None:
-    options = [(o, r) for o in scene.objects if (r := reference(o, scene, omit="color"))]
+# The attribute questions: a template pair per attribute (one is drawn per question).
+_ATTRIBUTE_TEMPLATES = {
+    "color": ("What color is the {}?", "What is the color of the {}?"),
+    "shape": ("What shape is the {}?", "Which shape is the {}?"),
+    "size": ("What size is the {}?", "Is the {} small or large?"),
+}
+
+
+def _attribute_question(scene: Scene, rng: np.random.Generator, attribute: str) -> Question | None:
+    """Ask for ``attribute`` (color, shape or size) of an object named without it; ``None``
+    when no object can be named uniquely that way."""
+    options = [(o, r) for o in scene.objects if (r := reference(o, scene, omit=attribute))]
     if not options:
         return None
     obj, ref = _choice(rng, options)
-    template = _choice(rng, ("What color is the {}?", "What is the color of the {}?"))
-    return Question(template.format(ref), obj.color, "color")
-
-
-def _shape_question(scene: Scene, rng: np.random.Generator) -> Question | None:
-    options = [(o, r) for o in scene.objects if (r := reference(o, scene, omit="shape"))]
-    if not options:
-        return None
-    obj, ref = _choice(rng, options)
-    template = _choice(rng, ("What shape is the {}?", "Which shape is the {}?"))
-    return Question(template.format(ref), obj.shape, "shape")
-
-
-def _size_question(scene: Scene, rng: np.random.Generator) -> Question | None:
-    options = [(o, r) for o in scene.objects if (r := reference(o, scene, omit="size"))]
-    if not options:
-        return None
-    obj, ref = _choice(rng, options)
-    template = _choice(rng, ("What size is the {}?", "Is the {} small or large?"))
-    return Question(template.format(ref), obj.size, "size")
+    template = _choice(rng, _ATTRIBUTE_TEMPLATES[attribute])
+    return Question(template.format(ref), getattr(obj, attribute), attribute)
 
 
 def _count_question(scene: Scene, rng: np.random.Generator, split: str | None) -> Question:
@@ -547,9 +539,7 @@ def questions(
     yes/no questions are balanced in expectation.
     """
     candidates = [
-        _color_question(scene, rng),
-        _shape_question(scene, rng),
-        _size_question(scene, rng),
+        *(_attribute_question(scene, rng, attribute) for attribute in _ATTRIBUTE_TEMPLATES),
         _count_question(scene, rng, split),
         _exist_question(scene, rng, split),
         _relation_question(scene, rng, split),

@@ -1,9 +1,9 @@
-"""Tokenizer training, resume, losses and the ``tokenizer train`` / ``tokenizer eval`` commands."""
+"""Tokenizer training (:mod:`liquidgen.tokenizer.training`): training, exact resume, data and
+config, and the ``tokenizer train`` / ``tokenizer eval`` commands."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,30 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from liquidgen.cli import main
-from liquidgen.errors import CheckpointError, ConfigError, ImageReadError
+from liquidgen.errors import ConfigError, ImageReadError
 from liquidgen.tokenizer import VQGAN
-from liquidgen.tokenizer.evaluate import code_statistics, evaluate_tokenizer, to_uint8_tensor
-from liquidgen.tokenizer.losses import (
-    PatchDiscriminator,
-    PerceptualLoss,
-    foreground_weights,
-    hinge_d_loss,
-    hinge_g_loss,
-    reconstruction_losses,
-)
-from liquidgen.tokenizer.quantizer import VectorQuantizer
-from liquidgen.tokenizer.train import (
-    CodebookConfig,
-    CodebookEMA,
-    ImageBank,
-    load_config,
-    nearest_size,
-    restart_dead_codes,
-    train,
-)
+from liquidgen.tokenizer.evaluate import evaluate_tokenizer, to_uint8_tensor
+from liquidgen.tokenizer.training import ImageBank, load_vq_config, nearest_size, train_vqgan
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tokenizer-tiny.yaml"
 WORLD = TINY.with_name("tokenizer-world.yaml")
@@ -74,8 +57,8 @@ def read_log(run_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------------------ training
 def test_tiny_world_training_reduces_loss_and_exports(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = load_config(TINY, [f"output.run_dir={run}", "train.steps=30"])
-    result = train(cfg, progress=False)
+    cfg = load_vq_config(TINY, [f"output.run_dir={run}", "train.steps=30"])
+    result = train_vqgan(cfg, progress=False)
     log = read_log(run)
     assert [r["step"] for r in log] == [10, 20, 30]
     first, last = log[0], log[-1]
@@ -136,13 +119,15 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path: Path) -> None:
         "output.log_every=4",
     ]
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full = train(load_config(TINY, [*common, f"output.run_dir={full_dir}"]), progress=False)
-    cut_cfg = load_config(TINY, [*common, f"output.run_dir={cut_dir}"])
-    stopped = train(cut_cfg, until=12, progress=False)
+    full = train_vqgan(
+        load_vq_config(TINY, [*common, f"output.run_dir={full_dir}"]), progress=False
+    )
+    cut_cfg = load_vq_config(TINY, [*common, f"output.run_dir={cut_dir}"])
+    stopped = train_vqgan(cut_cfg, until=12, progress=False)
     assert stopped.export_dir is None and stopped.step == 12
     # A crash while saving step 12 would leave it unreadable: resume must fall back to step 8.
     (cut_dir / "checkpoints" / "step-00000012" / "optimizer.pt").write_bytes(b"not a checkpoint")
-    resumed = train(cut_cfg, progress=False)
+    resumed = train_vqgan(cut_cfg, progress=False)
     assert resumed.resumed_from == 8 and resumed.step == 16
     a, b = _state(full_dir, 16), _state(cut_dir, 16)
     assert a.keys() == b.keys()
@@ -155,10 +140,26 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path: Path) -> None:
 
 def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(load_config(TINY, [f"output.run_dir={run}", "train.steps=4"]), until=2, progress=False)
-    other = load_config(TINY, [f"output.run_dir={run}", "train.steps=4", "model.n_embed=32"])
+    train_vqgan(
+        load_vq_config(TINY, [f"output.run_dir={run}", "train.steps=4"]), until=2, progress=False
+    )
+    other = load_vq_config(TINY, [f"output.run_dir={run}", "train.steps=4", "model.n_embed=32"])
     with pytest.raises(ConfigError, match="different model config"):
-        train(other, progress=False)
+        train_vqgan(other, progress=False)
+
+
+def test_old_module_reexports_the_old_names() -> None:
+    """``liquidgen.tokenizer.train`` stays importable for one release (docs/tokenizer.md)."""
+    from liquidgen.tokenizer import train as old
+    from liquidgen.tokenizer import training as new
+
+    assert old.train is new.train_vqgan and old.load_config is new.load_vq_config
+    assert old.TrainConfig is new.VQTrainConfig and old.DataConfig is new.VQDataConfig
+    assert old.OptimConfig is new.VQOptimConfig and old.OutputConfig is new.VQOutputConfig
+    assert old.TokenizerTrainer is new.VQTrainer and old.TrainResult is new.VQTrainResult
+    assert old.config_from_dict is new.vq_config_from_dict
+    assert old.list_checkpoints is new.list_vq_checkpoints
+    assert set(old.__all__) <= set(dir(old))
 
 
 # ------------------------------------------------------------------------------ data & config
@@ -183,7 +184,7 @@ def test_folder_images_are_bucketed_by_aspect_ratio(tmp_path: Path) -> None:
 
 
 def test_world_config_builds_the_shipped_architecture() -> None:
-    cfg = load_config(WORLD)
+    cfg = load_vq_config(WORLD)
     assert cfg.model.downsample == 16
     assert {(w // 16) * (h // 16) for w, h in cfg.data.sizes} <= {64, 60}
     with torch.device("meta"):
@@ -221,7 +222,7 @@ def test_unreadable_image_in_folder_is_named(
     write_shapes(tmp_path / "imgs", [(32, 32)] * 3)
     (tmp_path / "imgs" / "sub").mkdir()
     (tmp_path / "imgs" / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    cfg = load_config(
+    cfg = load_vq_config(
         TINY,
         [
             "data.source=folder",
@@ -230,7 +231,7 @@ def test_unreadable_image_in_folder_is_named(
         ],
     )
     with pytest.raises(ImageReadError, match=r"broken\.png"):
-        train(cfg, progress=False)
+        train_vqgan(cfg, progress=False)
     rc = main(
         [
             "tokenizer",
@@ -245,134 +246,11 @@ def test_unreadable_image_in_folder_is_named(
     assert not (tmp_path / "run").exists()
 
 
-# ------------------------------------------------------------------------------ codebook
-def test_restart_moves_only_dead_codes_and_clears_their_moments() -> None:
-    torch.manual_seed(0)
-    vq = VectorQuantizer(8, 4)
-    opt = torch.optim.AdamW(vq.parameters(), lr=0.1)
-    vq.embedding.weight.sum().backward()
-    opt.step()
-    before = vq.embedding.weight.detach().clone()
-    counts = torch.tensor([3, 0, 1, 0, 5, 0, 2, 2])
-    pool = torch.arange(40, dtype=torch.float32).view(10, 4) + 100.0
-    n = restart_dead_codes(
-        vq, counts, pool, min_uses=1, generator=torch.Generator().manual_seed(0), optimizer=opt
-    )
-    assert n == 3
-    weight = vq.embedding.weight.detach()
-    dead, alive = counts == 0, counts > 0
-    assert torch.equal(weight[alive], before[alive])
-    moved = weight[dead]
-    assert all(any(torch.equal(row, p) for p in pool) for row in moved)  # each is a pool vector
-    assert len({tuple(r.tolist()) for r in moved}) == 3  # distinct targets
-    state = opt.state[vq.embedding.weight]
-    assert state["exp_avg"][dead].abs().sum() == 0 and state["exp_avg"][alive].abs().sum() > 0
-
-
-def test_distance_restarts_skip_outputs_the_live_codes_already_serve() -> None:
-    """k-means++ restarts: a pool full of copies of one (served) background vector still
-    sends the dead codes to the few outputs far from every live code."""
-    vq = VectorQuantizer(4, 2)
-    with torch.no_grad():
-        vq.embedding.weight.copy_(torch.tensor([[0.0, 0.0], [9.0, 9.0], [8.0, 8.0], [7.0, 7.0]]))
-    counts = torch.tensor([10, 0, 0, 0])  # only the background code (0, 0) is alive
-    pool = torch.cat([torch.zeros(60, 2), torch.tensor([[5.0, 0.0], [0.0, 5.0]])])
-    n = restart_dead_codes(
-        vq, counts, pool, 1, torch.Generator().manual_seed(0), sampling="distance"
-    )
-    assert n == 2  # two distinct far targets; the third dead code waits for the next window
-    moved = {tuple(r) for r in vq.embedding.weight.detach()[1:3].tolist()}
-    assert moved == {(5.0, 0.0), (0.0, 5.0)}
-    with pytest.raises(ConfigError, match="restart_sampling"):
-        CodebookConfig(restart_sampling="nearest")
-
-
-def test_ema_codebook_moves_codes_to_the_mean_of_their_vectors() -> None:
-    vq = VectorQuantizer(3, 2)
-    ema = CodebookEMA(vq, decay=0.5)
-    z = torch.tensor([[1.0, 3.0, 10.0], [2.0, 4.0, 10.0]]).view(1, 2, 1, 3)  # (B, D, h, w)
-    codes = torch.tensor([[[0, 0, 2]]])  # code 0 <- (1, 2), (3, 4); code 2 <- (10, 10)
-    start = vq.embedding.weight.detach().clone()
-    ema.update(z, codes)
-    # size = 0.5 * 1 + 0.5 * count, total = 0.5 * start + 0.5 * sum (then Laplace smoothing).
-    expected0 = (0.5 * start[0] + 0.5 * torch.tensor([4.0, 6.0])) / 1.5
-    expected2 = (0.5 * start[2] + 0.5 * torch.tensor([10.0, 10.0])) / 1.0
-    torch.testing.assert_close(vq.embedding.weight[0], expected0, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(vq.embedding.weight[2], expected2, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(
-        vq.embedding.weight[1], start[1], rtol=1e-4, atol=1e-4
-    )  # unused: unchanged
-
-
-def test_code_statistics() -> None:
-    assert code_statistics(torch.tensor([5, 5, 5, 5])) == pytest.approx((1.0, 4.0))
-    assert code_statistics(torch.tensor([7, 0, 0, 0])) == pytest.approx((0.25, 1.0))
-    usage, ppl = code_statistics(torch.tensor([1, 3, 0, 0]))
-    assert usage == 0.5 and ppl == pytest.approx(
-        math.exp(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
-    )
-
-
-# ------------------------------------------------------------------------------ losses
-def test_foreground_weights_pick_out_objects_and_weight_the_losses() -> None:
-    x = torch.full((1, 3, 8, 8), 0.9)  # light ground
-    x[:, :, 2:4, 2:4] = torch.tensor([-0.5, 0.2, 0.8])[:, None, None]  # a 2x2 object
-    w = foreground_weights(x, 4.0)
-    assert w.shape == (1, 1, 8, 8)
-    assert w[0, 0, 2:4, 2:4].eq(5.0).all() and w.sum() == 64 + 4 * 4
-    assert foreground_weights(x, 0.0).eq(1.0).all()
-    # an error on the object costs more than the same error on the ground
-    on_object, on_ground = x.clone(), x.clone()
-    on_object[:, :, 2, 2] += 0.5
-    on_ground[:, :, 6, 6] += 0.5
-    l1_obj, l2_obj = reconstruction_losses(on_object, x, w)
-    l1_gnd, l2_gnd = reconstruction_losses(on_ground, x, w)
-    assert l1_obj == pytest.approx(5 * l1_gnd) and l2_obj == pytest.approx(5 * l2_gnd)
-    # uniform weights reproduce the unweighted means
-    plain = reconstruction_losses(on_object, x)
-    same = reconstruction_losses(on_object, x, torch.ones(1, 1, 8, 8))
-    assert torch.allclose(torch.stack(plain), torch.stack(same))
-
-
-def test_patch_discriminator_and_hinge_losses() -> None:
-    disc = PatchDiscriminator(3, ndf=16, n_layers=2)
-    logits = disc(torch.randn(2, 3, 32, 32))
-    assert logits.shape == (2, 1, 6, 6)  # 32 -> 16 -> 8 (stride 2) -> 7 -> 6 (stride 1, k4)
-    assert hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0)) == 0
-    assert hinge_d_loss(torch.zeros(4), torch.zeros(4)) == pytest.approx(1.0)
-    assert hinge_g_loss(torch.tensor([1.0, 3.0])) == pytest.approx(-2.0)
-
-
-def test_perceptual_loss_reads_local_weights_strictly(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    ref = PerceptualLoss()
-    for p in ref.features.parameters():
-        p.data.normal_(0, 0.05)
-    vgg = {f"features.{k}": v for k, v in ref.features.state_dict().items()}
-    vgg["classifier.0.weight"] = torch.zeros(2, 2)  # present in torchvision's file, ignored
-    save_file(vgg, str(tmp_path / "vgg16.safetensors"))
-    lin = {
-        f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
-        for k, c in enumerate((64, 128, 256, 512, 512))
-    }
-    torch.save(lin, tmp_path / "vgg.pth")
-    loss = PerceptualLoss.from_files(tmp_path / "vgg16.safetensors", tmp_path / "vgg.pth")
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
-    assert torch.allclose(loss(x, x), torch.zeros(2))
-    d = loss(x, y)
-    assert d.shape == (2,) and (d > 0).all()
-    del lin["lin3.model.1.weight"]
-    torch.save(lin, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"lin3\.model\.1\.weight"):
-        PerceptualLoss.from_files(tmp_path / "vgg16.safetensors", tmp_path / "bad.pth")
-
-
 # ------------------------------------------------------------------------------ eval command
 def test_eval_command_reports_psnr_usage_perplexity(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = load_config(TINY)
+    cfg = load_vq_config(TINY)
     torch.manual_seed(0)
     model = VQGAN(cfg.model)
     model.save_pretrained(tmp_path / "tok")
@@ -411,7 +289,7 @@ def test_eval_command_reports_psnr_usage_perplexity(
 
 
 def test_eval_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = load_config(TINY)
+    cfg = load_vq_config(TINY)
     VQGAN(cfg.model).save_pretrained(tmp_path / "tok")
     rc = main(
         ["tokenizer", "eval", "--tokenizer", str(tmp_path / "tok"), str(tmp_path / "missing.png")]
