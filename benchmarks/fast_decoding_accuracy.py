@@ -42,9 +42,9 @@ def run_variant(name: str, per_tag: int, n: int) -> dict:
     stats: dict[str, int] = {}
     speculative = "jacobi" if name == "sjd" else None
 
-    def generate(prompts, *, n: int, **kwargs):  # type: ignore[no-untyped-def]
+    def generate(prompts, *, n: int, progress=None, **kwargs):  # type: ignore[no-untyped-def]
         request = pipe.image_request(list(prompts), n=n, **kwargs)
-        images = pipe.draw(request, speculative=speculative, stats=stats)
+        images = pipe.draw(request, speculative=speculative, stats=stats, progress=progress)
         return [images[i : i + n] for i in range(0, len(images), n)]
 
     d = pipe.defaults
