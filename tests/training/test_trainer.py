@@ -70,10 +70,12 @@ def test_validation_splits_the_t2i_loss_by_condition_and_cell(
     assert set(trainer.diag_sets) == {"cond", "uncond"}
     assert trainer.diag_background  # codes of flat backgrounds from the model's vq/
     metrics = trainer.validate()
-    for key in ("cond/object", "uncond/object", "cond/background", "uncond/background"):
-        assert math.isfinite(metrics[f"t2i-diag/{key}"]), key
-    gain = metrics["t2i-diag/uncond/object"] - metrics["t2i-diag/cond/object"]
-    assert metrics["t2i-diag/object_gain"] == pytest.approx(gain)
+    for condition in ("cond", "uncond"):
+        for part in ("object", "entry", "background"):
+            assert math.isfinite(metrics[f"t2i-diag/{condition}/{part}"]), (condition, part)
+    for part in ("object", "entry"):
+        gain = metrics[f"t2i-diag/uncond/{part}"] - metrics[f"t2i-diag/cond/{part}"]
+        assert metrics[f"t2i-diag/{part}_gain"] == pytest.approx(gain)
 
 
 def test_loss_sums_cross_entropy_z_loss_and_accuracy() -> None:

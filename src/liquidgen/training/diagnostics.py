@@ -8,9 +8,15 @@ gets: nothing a prompt could explain beyond the colour) and **object cells** (th
 A model that reads its prompt has a conditional object loss clearly below the
 unconditional one; equal losses mean the text explains nothing.
 
+Object cells are split once more: **entry cells**, the object cells that follow a
+background cell in raster order (where an object, or one of its rows, begins). With local,
+canonical codes the rest of an object is predictable from the cells above and beside it;
+*which* object begins is what only the prompt can tell, so the prompt's gain concentrates
+on entry cells and is diluted in the object mean.
+
 Metrics (``t2i-diag/...``, in nats per image token): ``cond/object``, ``uncond/object``,
-``cond/background``, ``uncond/background``, and ``object_gain`` = ``uncond/object -
-cond/object``.
+``cond/entry``, ``uncond/entry``, ``cond/background``, ``uncond/background``,
+``object_gain`` = ``uncond/object - cond/object`` and ``entry_gain`` likewise.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from liquidgen.vocab import VocabLayout
 
 # forward(batch) -> (per-target-token cross-entropy (N,), targets (N,)), in target order
 TokenLosses = Callable[[MicroBatch], tuple[torch.Tensor, torch.Tensor]]
-PARTS = ("object", "background")
+PARTS = ("object", "entry", "background")
 
 
 @torch.no_grad()
@@ -50,8 +56,8 @@ def position_losses(
     layout: VocabLayout,
     background: set[int],
 ) -> dict[str, torch.Tensor]:
-    """Summed loss and token count per ``"{cond|uncond}/{object|background}"``: a (2,) float64
-    tensor ``[loss sum, tokens]`` each (all-reduce them before dividing)."""
+    """Summed loss and token count per ``"{cond|uncond}/{object|entry|background}"``: a (2,)
+    float64 tensor ``[loss sum, tokens]`` each (all-reduce them before dividing)."""
     bg_ids = torch.tensor(sorted(layout.image_offset + c for c in background), dtype=torch.long)
     out: dict[str, torch.Tensor] = {}
     for condition, batches in sets.items():
@@ -64,7 +70,15 @@ def position_losses(
             ce, targets = ce.double().cpu(), targets.cpu()
             image = (targets >= layout.image_offset) & (targets < layout.image_end)
             is_bg = torch.isin(targets, bg_ids) & image
-            for part, mask in (("object", image & ~is_bg), ("background", is_bg)):
+            is_object = image & ~is_bg  # (N,)
+            after_object = torch.zeros_like(is_object)
+            after_object[1:] = is_object[:-1]  # targets run in order, one example after another
+            parts = (
+                ("object", is_object),
+                ("entry", is_object & ~after_object),
+                ("background", is_bg),
+            )
+            for part, mask in parts:
                 out[f"{condition}/{part}"] += torch.stack([ce[mask].sum(), mask.sum().double()])
     return out
 
@@ -72,7 +86,8 @@ def position_losses(
 def summarize(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     """Mean losses per key and the prompt's gain on object cells."""
     metrics = {f"t2i-diag/{key}": float(v[0] / v[1]) for key, v in sums.items() if float(v[1]) > 0}
-    cond, uncond = metrics.get("t2i-diag/cond/object"), metrics.get("t2i-diag/uncond/object")
-    if cond is not None and uncond is not None:
-        metrics["t2i-diag/object_gain"] = uncond - cond
+    for part in ("object", "entry"):
+        cond, uncond = metrics.get(f"t2i-diag/cond/{part}"), metrics.get(f"t2i-diag/uncond/{part}")
+        if cond is not None and uncond is not None:
+            metrics[f"t2i-diag/{part}_gain"] = uncond - cond
     return metrics
