@@ -4,8 +4,12 @@
 - :mod:`liquidgen.inference.request` — a request validated once into settings the lower
   layers trust (:class:`ImageSampling`, :class:`TextSampling`, :class:`ImageRequest`);
 - :mod:`liquidgen.inference.generation` — every KV-cached decode loop (image codes, text,
-  batched greedy text);
-- :mod:`liquidgen.inference.pipeline` — :class:`Pipeline`, the user API;
+  batched greedy text), gathered from :mod:`~liquidgen.inference.decoding` (what the loops
+  share), :mod:`~liquidgen.inference.image_generation` and
+  :mod:`~liquidgen.inference.text_generation`; :mod:`~liquidgen.inference.static` and
+  :mod:`~liquidgen.inference.jacobi` (static KV cache, speculative Jacobi decoding);
+- :mod:`liquidgen.inference.pipeline` — :class:`Pipeline`, the user API (opening a checkpoint:
+  :mod:`~liquidgen.inference.loading`; scoring text: :mod:`~liquidgen.inference.scoring`);
 - :mod:`liquidgen.inference.cli` — ``liquidgen generate | ask | chat``.
 
 Names are imported on first use, so ``import liquidgen.inference.sampling`` stays light.

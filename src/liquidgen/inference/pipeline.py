@@ -25,10 +25,8 @@ asked (``progress=`` arguments).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from PIL import Image
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from liquidgen.checkpoint import GENERATION_FILE, GenerationDefaults, find_vq_dir
+from liquidgen.checkpoint import GENERATION_FILE, GenerationDefaults
 from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.formats import (
     MAX_TEXT_LEN,
@@ -50,14 +48,9 @@ from liquidgen.formats import (
     vqa_prompt_ids,
 )
 from liquidgen.inference import request as rq
-from liquidgen.inference.generation import (
-    SPECULATIVE_CHOICES,
-    ProgressFn,
-    generate_text,
-    greedy_texts,
-    sample_image_codes,
-)
-from liquidgen.inference.quantize import QUANTIZE_CHOICES, apply_quantization
+from liquidgen.inference.decoding import ProgressFn
+from liquidgen.inference.image_generation import SPECULATIVE_CHOICES, sample_image_codes
+from liquidgen.inference.loading import VQ_DTYPE, load_checkpoint
 from liquidgen.inference.request import (
     ImageInput,
     ImageRequest,
@@ -65,6 +58,8 @@ from liquidgen.inference.request import (
     check_context,
     check_prompt,
     context_length,
+    validate_image_args,
+    validate_text_args,
 )
 from liquidgen.inference.sampling import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -74,18 +69,18 @@ from liquidgen.inference.sampling import (
     ImageSampling,
     TextSampling,
 )
+from liquidgen.inference.scoring import PERPLEXITY_BATCH, TextLoss, sequence_loss
 from liquidgen.inference.static import CompileOption
-from liquidgen.model import load_liquid
+from liquidgen.inference.text_generation import (
+    StreamFn,
+    generate_text,
+    greedy_texts,
+    strip_leading,
+)
 from liquidgen.tokenizer import VQGAN, pil_to_tensor, preprocess_understanding, tensor_to_pil
-from liquidgen.utils.device import DTYPES, quiet_loading, resolve_device, resolve_dtype
+from liquidgen.utils.device import DTYPES, resolve_device, resolve_dtype
 from liquidgen.utils.images import image_grid
 from liquidgen.vocab import VocabLayout
-
-# The VQGAN always runs in float32: nearest-code search and decoding stay reference-exact.
-VQ_DTYPE = torch.float32
-PERPLEXITY_BATCH = 8  # texts per forward in :meth:`Pipeline.text_loss`
-
-StreamFn = Callable[[str], None]
 
 # Names that lived here before the inference package (kept for one release; docs/inference.md).
 __all__ = [
@@ -108,38 +103,6 @@ __all__ = [
     "validate_image_args",
     "validate_text_args",
 ]
-
-
-def validate_image_args(
-    *,
-    n: int = 1,
-    cfg_scale: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> None:
-    """Check the model-independent text-to-image settings (``None``: the checkpoint default)."""
-    rq.check_image_count(n)
-    rq.image_sampling(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
-
-
-def validate_text_args(
-    *, max_new_tokens: int, temperature: float, top_k: int, top_p: float
-) -> None:
-    """Check text-decoding settings (also when decoding greedily: a bad value is a typo)."""
-    TextSampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
-
-
-@dataclasses.dataclass(frozen=True)
-class TextLoss:
-    """Summed next-token negative log-likelihood of texts and the number of predicted tokens."""
-
-    nll: float  # nats, summed over every predicted token
-    tokens: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nll / self.tokens)
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -219,26 +182,11 @@ class Pipeline:
             ConfigError: an unknown or unavailable device or dtype.
         """
         path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: model folder not found")
-        device = resolve_device(device)
-        dtype = resolve_dtype(dtype, device)
-        if quantize is not None and quantize not in QUANTIZE_CHOICES:
-            raise ConfigError(
-                f"unknown quantization {quantize!r} (known: {', '.join(QUANTIZE_CHOICES)})"
-            )
-        with quiet_loading(not progress):
-            model, tokenizer, layout = load_liquid(path, device=device, dtype=dtype, vq_dir=vq_dir)
-        apply_quantization(model, quantize)
-        vq_path = Path(vq_dir) if vq_dir is not None else find_vq_dir(path)
-        vq = (
-            None
-            if vq_path is None
-            else VQGAN.from_pretrained(vq_path, device=device, dtype=VQ_DTYPE)
+        c = load_checkpoint(
+            path, device=device, dtype=dtype, vq_dir=vq_dir, progress=progress, quantize=quantize
         )
-        defaults = GenerationDefaults.load(path, layout)
         try:  # __init__ renders the chat template (its end-of-turn token)
-            return cls(model, tokenizer, layout, vq, defaults, compile=compile)
+            return cls(c.model, c.tokenizer, c.layout, c.vq, c.defaults, compile=compile)
         except (TemplateError, UnicodeDecodeError) as e:
             reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path}: the chat template cannot be used ({reason})") from e
@@ -346,7 +294,7 @@ class Pipeline:
     ) -> list[Image.Image]:
         """Run a resolved request: ``batch_size`` prompts per call (``None``: all prompts;
         within a call the CFG pairs of as many images as the memory budget and the batch limit
-        allow share each forward, :func:`~liquidgen.inference.generation.images_per_forward`);
+        allow share each forward, :func:`~liquidgen.inference.image_generation.images_per_forward`);
         ``progress(done, total)`` counts image tokens. ``speculative="jacobi"``: speculative
         Jacobi decoding (lossless in distribution, fewer forwards; one image at a time).
         ``stats`` gets the forward passes and tokens added (see ``sample_image_codes``)."""
@@ -470,25 +418,13 @@ class Pipeline:
         like the returned one.
         """
         check_context(self.context_length, len(prompt_ids))
-        callback = None
-        if stream is not None:
-            started = False
-
-            def callback(piece: str) -> None:
-                nonlocal started
-                if not started:
-                    piece = piece.lstrip()
-                    started = bool(piece)
-                if piece:
-                    stream(piece)
-
         result = generate_text(
             self.model,
             self.tokenizer,
             prompt_ids,
             sampling=sampling,
             stop_ids=self.stop_ids,
-            stream_callback=callback,
+            stream_callback=None if stream is None else strip_leading(stream),
             static_cache=self.static_cache,
             compile=self.compile,
         )
@@ -623,28 +559,8 @@ class Pipeline:
         self, sequences: Sequence[Sequence[int]], *, batch_size: int = PERPLEXITY_BATCH
     ) -> TextLoss:
         """Summed negative log-likelihood of every token after the first of each id sequence,
-        ``batch_size`` sequences per forward (right-padded)."""
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        total_nll, total_tokens = 0.0, 0
-        with torch.inference_mode():
-            for start in range(0, len(sequences), batch_size):
-                batch = sequences[start : start + batch_size]
-                length = max(len(s) for s in batch)
-                ids = torch.zeros((len(batch), length), dtype=torch.long)
-                mask = torch.zeros((len(batch), length), dtype=torch.long)
-                for i, s in enumerate(batch):  # right padding: positions of real tokens unchanged
-                    ids[i, : len(s)] = torch.tensor(s)
-                    mask[i, : len(s)] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-                logprobs = logits[:, :-1].float().log_softmax(dim=-1)  # (B, T-1, V)
-                target = ids[:, 1:]  # (B, T-1)
-                nll = -logprobs.gather(-1, target[..., None])[..., 0]  # (B, T-1)
-                keep = mask[:, 1:].bool()
-                total_nll += float(nll[keep].sum())
-                total_tokens += int(keep.sum())
-        return TextLoss(nll=total_nll, tokens=total_tokens)
+        ``batch_size`` sequences per forward (right-padded; :mod:`liquidgen.inference.scoring`)."""
+        return sequence_loss(self.model, sequences, batch_size=batch_size)
 
     def text_loss(self, texts: Sequence[str], *, batch_size: int = PERPLEXITY_BATCH) -> TextLoss:
         """Loss sums of ``texts`` in the text format ``<bos>{text}<eos>`` (:meth:`text_ids`);

@@ -7,7 +7,7 @@ nearest). Activations stay floating point. A decode step of a memory-bound model
 half the bytes of bfloat16 (a quarter of float32) for those matrices.
 
 The embedding and the LM head are left as they are: the head is usually tied to the
-embedding, the image sampler slices its rows (:class:`~liquidgen.inference.generation.ImageRowLogits`),
+embedding, the image sampler slices its rows (:class:`~liquidgen.inference.decoding.ImageRowLogits`),
 and for Liquid-sized vocabularies the rows a step reads are a small part of the total.
 
 The matrix product is ``torch._weight_int8pack_mm`` (PyTorch's weight-only int8 kernel, the

@@ -10,7 +10,7 @@ Every user mistake is a :class:`~liquidgen.errors.LiquidgenError` whose message 
 2. **against the checkpoint**: :func:`resolve_image_size` (factor, buckets, context) and
    :func:`resolve_image_request`, which tokenizes the prompts once and returns an
    :class:`ImageRequest` — prompt ids, size, code grid, settings with ``top_k`` capped to the
-   codebook — that :func:`liquidgen.inference.generation.sample_image_codes` runs as it is.
+   codebook — that :func:`liquidgen.inference.image_generation.sample_image_codes` runs as it is.
 
 The context length is checked here and nowhere else (:func:`check_context`,
 :func:`text_budget`).
@@ -54,6 +54,8 @@ __all__ = [
     "resolve_image_size",
     "text_budget",
     "text_sampling",
+    "validate_image_args",
+    "validate_text_args",
 ]
 
 
@@ -110,6 +112,28 @@ def text_sampling(sampling: TextSampling | None, settings: dict[str, Any]) -> Te
     if unknown:
         raise TypeError(f"unknown text-decoding setting(s) {unknown} (known: {sorted(known)})")
     return dataclasses.replace(sampling or TextSampling(), **settings)
+
+
+def validate_image_args(
+    *,
+    n: int = 1,
+    cfg_scale: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> None:
+    """Check the model-independent text-to-image settings (``None``: the checkpoint default).
+    Kept for one release (``liquidgen.inference.pipeline`` exported it)."""
+    check_image_count(n)
+    image_sampling(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def validate_text_args(
+    *, max_new_tokens: int, temperature: float, top_k: int, top_p: float
+) -> None:
+    """Check text-decoding settings (also when decoding greedily: a bad value is a typo).
+    Kept for one release (``liquidgen.inference.pipeline`` exported it)."""
+    TextSampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
 
 
 def as_rgb_image(image: ImageInput) -> Image.Image:

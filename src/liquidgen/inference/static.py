@@ -46,6 +46,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, StaticCache
 
+from liquidgen.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Slots are allocated in multiples of this, so requests of similar length share one compiled
@@ -85,6 +87,19 @@ def supports_static_cache(model: PreTrainedModel) -> bool:
     )
 
 
+def use_static(model: PreTrainedModel, static_cache: bool | None) -> bool:
+    """Whether to decode on the static cache: ``static_cache`` as asked (``True`` refused for a
+    model that does not support it), ``None``: wherever the model supports it."""
+    if static_cache is None:
+        return supports_static_cache(model)
+    if static_cache and not supports_static_cache(model):
+        raise ConfigError(
+            f"{type(model).__name__} has sliding-window or non-attention layers; "
+            "the static KV cache supports full-attention models only (use static_cache=False)"
+        )
+    return static_cache
+
+
 def compile_mode(option: CompileOption, device: torch.device) -> str | None:
     """The ``torch.compile`` mode for ``option`` (``False``/``None``: no compilation)."""
     if option is None or option is False:
@@ -107,7 +122,7 @@ class StaticDecoder:
     """A static KV cache for ``rows`` x ``slots`` and the prefill / step / window calls on it.
 
     ``logits_fn(input_ids, mask4d, position_ids, cache)`` returns last-position logits
-    ``(R, V')`` (an :class:`~liquidgen.inference.generation.ImageRowLogits` or
+    ``(R, V')`` (an :class:`~liquidgen.inference.decoding.ImageRowLogits` or
     ``FullVocabLogits``); ``window_fn`` (optional, same arguments) returns every position's
     ``(R, W, V')``. Use :func:`static_decoder` to get a cached one.
     """
@@ -197,7 +212,7 @@ class StaticDecoder:
         and each row's next RoPE position ``(R,)``."""
         if len(prompts) != self.rows:
             raise ValueError(f"engine has {self.rows} rows, got {len(prompts)} prompts")
-        from liquidgen.inference.generation import left_pad  # generation imports this module
+        from liquidgen.inference.decoding import left_pad  # decoding imports this module
 
         self.reset()
         ids, mask, positions = left_pad(prompts, pad_id, self.device)  # (R, T) each

@@ -1,7 +1,7 @@
 """A causal LM as "decoder + (sliced) output head", with the model's own logit post-processing.
 
 Both the trainer (:class:`liquidgen.training.loss.TargetLM`: the head only at target
-positions) and the image sampler (:class:`liquidgen.inference.generation.ImageRowLogits`:
+positions) and the image sampler (:class:`liquidgen.inference.decoding.ImageRowLogits`:
 only the image rows of the head) run the model's decoder and apply the LM head themselves.
 :class:`DecoderHead` is what they share:
 

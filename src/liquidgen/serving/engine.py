@@ -17,14 +17,15 @@ A single scheduler thread owns the language model. Every *step* it
 
 Exactness: every image ``i`` of a request draws from its own ``torch.Generator`` seeded
 ``seed + i`` and a text request from one seeded ``seed``, one uniform number per token in
-the order the single path (:func:`liquidgen.inference.generation.sample_image_codes`,
-:func:`~liquidgen.inference.generation.generate_text`) uses; logits are computed from the
+the order the single path (:func:`liquidgen.inference.image_generation.sample_image_codes`,
+:func:`~liquidgen.inference.text_generation.generate_text`) uses; logits are computed from the
 same decoder + head as there, and rows are left-padded with an attention mask and their own
 position ids, so a request draws exactly the tokens ``liquidgen generate`` / ``Pipeline``
 draws for it, whichever other requests share the batch (tested in tests/serving).
 
-Results go to each job's ``sink`` (called from the scheduler thread; the HTTP layer forwards
-them to its event loop): :class:`Progress`, :class:`ImageCodes`, :class:`TextPiece`,
+Jobs and results are the types of :mod:`liquidgen.serving.jobs`. Results go to each job's
+``sink`` (called from the scheduler thread; the HTTP layer forwards them to its event loop):
+:class:`Progress`, :class:`ImageCodes`, :class:`TextPiece`,
 :class:`TextDone`, :class:`Failed`; every admitted job ends with exactly one
 :class:`Finished` or :class:`Failed`.
 """
@@ -33,10 +34,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,121 +44,44 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from liquidgen.errors import ConfigError
-from liquidgen.inference.generation import (
-    _REPLACEMENT_CHAR,
-    ImageRowLogits,
-    cache_kwargs,
-    left_pad,
-)
-from liquidgen.inference.request import ImageRequest
-from liquidgen.inference.sampling import ImageSampling, TextSampling, sample_from_probs
+from liquidgen.inference.decoding import ImageRowLogits, cache_kwargs, left_pad
+from liquidgen.inference.sampling import ImageSampling, sample_from_probs
+from liquidgen.inference.text_generation import TextStream, strip_leading
 from liquidgen.model.head import DecoderHead
+from liquidgen.serving.jobs import (
+    EngineStopped,
+    Event,
+    Failed,
+    Finished,
+    ImageCodes,
+    ImageJob,
+    Job,
+    Progress,
+    QueueFull,
+    Sink,
+    TextDone,
+    TextJob,
+    TextPiece,
+)
 
-# --------------------------------------------------------------------------- events
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    done: int  # tokens drawn for the job so far
-    total: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageCodes:
-    index: int  # image i of the job (seed + i)
-    codes: torch.Tensor  # (h, w) long
-
-
-@dataclasses.dataclass(frozen=True)
-class TextPiece:
-    text: str
-
-
-@dataclasses.dataclass(frozen=True)
-class TextDone:
-    text: str  # the whole reply, stripped (what Pipeline.chat returns)
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Finished:
-    pass
-
-
-@dataclasses.dataclass(frozen=True)
-class Failed:
-    status: int  # HTTP status the API answers with
-    message: str
-    kind: str = "server_error"  # OpenAI error type
-
-
-Event = Progress | ImageCodes | TextPiece | TextDone | Finished | Failed
-Sink = Callable[[Event], None]
-
-
-class QueueFull(Exception):
-    """The waiting queue is full (the API answers 429)."""
-
-
-class EngineStopped(Exception):
-    """The engine is shutting down."""
-
-
-# --------------------------------------------------------------------------- jobs
-_ids = itertools.count(1)
-
-
-@dataclasses.dataclass(eq=False)
-class Job:
-    """A user's request as the engine runs it (built by the API after all checks)."""
-
-    sink: Sink
-    timeout: float | None = None  # seconds from submission (None: no limit)
-    progress: bool = False  # send Progress events
-    id: int = dataclasses.field(default_factory=lambda: next(_ids))
-    cancelled: bool = False  # set by the API when the client goes away
-    submitted: float = 0.0
-    deadline: float | None = None
-
-    @property
-    def rows(self) -> int:
-        raise NotImplementedError
-
-    def cancel(self) -> None:
-        """Free the job's rows at the next step (thread-safe: one boolean)."""
-        self.cancelled = True
-
-
-@dataclasses.dataclass(eq=False)
-class ImageJob(Job):
-    """Text-to-image: a resolved :class:`ImageRequest` of one prompt (``n`` images)."""
-
-    request: ImageRequest | None = None
-
-    def __post_init__(self) -> None:
-        if self.request is None or len(self.request.cond_ids) != 1:
-            raise ConfigError("an ImageJob holds a resolved request of exactly one prompt")
-
-    @property
-    def rows(self) -> int:
-        r = self.request
-        return r.n * (2 if r.sampling.uses_cfg else 1)
-
-
-@dataclasses.dataclass(eq=False)
-class TextJob(Job):
-    """Text decoding (chat, VQA, captions): prompt ids, settings, budget and stop ids."""
-
-    prompt_ids: Sequence[int] = ()
-    sampling: TextSampling = dataclasses.field(default_factory=TextSampling)
-    budget: int = 1  # new tokens at most (already capped to the context)
-    stop_ids: frozenset[int] = frozenset()
-
-    @property
-    def rows(self) -> int:
-        return 1
+# The events and jobs live in liquidgen.serving.jobs; importable from here too.
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "EngineStopped",
+    "Event",
+    "Failed",
+    "Finished",
+    "ImageCodes",
+    "ImageJob",
+    "Job",
+    "Progress",
+    "QueueFull",
+    "Sink",
+    "TextDone",
+    "TextJob",
+    "TextPiece",
+]
 
 
 # --------------------------------------------------------------------------- sequences
@@ -200,12 +122,11 @@ class _TextSeq(_Seq):
     def __init__(self, job: TextJob, tokenizer: Any) -> None:
         self.job = job
         self.rows = 1
-        self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(job.sampling.seed)
         self.generated: list[int] = []
         self.stopped = False
-        self.emitted = ""  # decoded text already streamed (before stripping)
-        self.started = False  # leading whitespace is held back, as Pipeline streams
+        # leading whitespace is held back, as Pipeline streams
+        self.stream = TextStream(tokenizer, strip_leading(lambda piece: job.sink(TextPiece(piece))))
         self.prompt_rows = [list(job.prompt_ids)]
 
     @property
@@ -218,22 +139,10 @@ class _TextSeq(_Seq):
             self.stopped = True
             return
         self.generated.append(token)
-        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
-        self._stream(text.split(_REPLACEMENT_CHAR, 1)[0])
-
-    def _stream(self, stable: str) -> None:
-        if len(stable) > len(self.emitted) and stable.startswith(self.emitted):
-            piece = stable[len(self.emitted) :]
-            self.emitted = stable
-            if not self.started:
-                piece = piece.lstrip()
-                self.started = bool(piece)
-            if piece:
-                self.job.sink(TextPiece(piece))
+        self.stream.update(self.generated)
 
     def finish(self) -> TextDone:
-        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
-        self._stream(text)
+        text = self.stream.finish(self.generated)
         job: TextJob = self.job  # type: ignore[assignment]
         return TextDone(
             text=text.strip(),

@@ -1,10 +1,11 @@
-"""Request bodies of the API: parsed, checked and turned into engine jobs.
+"""Request bodies of the API: parsed and checked (:mod:`liquidgen.serving.requests` turns
+them into engine jobs).
 
 Every mistake becomes an :class:`ApiError` (an HTTP 4xx with one line in OpenAI's error
 shape ``{"error": {"message", "type", "param", "code"}}``): the body is decoded as strict
 UTF-8, parsed as JSON without NaN/Infinity, validated against a model that forbids unknown
 fields and does not coerce types (``"n": "2"`` is an error), then resolved against the
-checkpoint with the library's own checks (:mod:`liquidgen.inference.request`: sizes,
+checkpoint (:mod:`liquidgen.serving.requests`) with the library's own checks (:mod:`liquidgen.inference.request`: sizes,
 factor, context; :mod:`liquidgen.utils.limits`: pixels and decompression bombs).
 """
 
