@@ -14,7 +14,9 @@ as its pipeline:
 - :mod:`.cli` — the ``tokenizer train`` command.
 
 Every random choice is a function of ``(seed, step)`` or of saved state, so a run that is
-interrupted and resumed from a checkpoint continues exactly as an uninterrupted one.
+interrupted and resumed from a checkpoint continues as an uninterrupted one: bit for bit
+when it resumes in the same process, to about 1e-7 when it resumes in a new process
+(docs/tokenizer.md).
 
 Run folder layout::
 

@@ -11,7 +11,8 @@ Objective per step::
 
 and, when the GAN is on, one hinge step of the PatchGAN discriminator ``D``. Every random
 choice is a function of ``(seed, step)`` or of saved state, so a run that is interrupted
-and resumed from a checkpoint continues exactly as an uninterrupted one.
+and resumed from a checkpoint continues as an uninterrupted one (bit for bit in the same
+process, to about 1e-7 in a new one: docs/tokenizer.md).
 """
 
 from __future__ import annotations
