@@ -7,6 +7,7 @@ Field names follow the authors' ``vqgan.yaml`` (``model.params.ddconfig``, ``n_e
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from liquidgen.errors import ConfigError
@@ -15,6 +16,23 @@ NORMS = ("group", "pixel", "none")
 # ddconfig keys beyond the authors' yaml, written only when they differ from the default so
 # that an authors'-architecture config round-trips to exactly their keys
 _EXTENSIONS = {"norm": "group", "mid_attn": True, "encoder_kernel": 3}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+# what a ddconfig value of each field type must be (VQGANConfig.from_dict): check, words
+_KINDS = {
+    int: (_is_int, "an integer"),
+    float: (_is_number, "a finite number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +95,8 @@ class VQGANConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.ch_mult:
             raise ConfigError("ch_mult must have at least one level")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
 
     @property
     def downsample(self) -> int:
@@ -114,17 +134,27 @@ class VQGANConfig:
         try:
             dd = dict(data["ddconfig"])
             n_embed, embed_dim = int(data["n_embed"]), int(data["embed_dim"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ConfigError(f"VQGAN config needs ddconfig, n_embed and embed_dim ({e!r})") from e
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"n_embed", "embed_dim", "beta"}
         unknown = set(dd) - known
         if unknown:
             raise ConfigError(f"unknown ddconfig field(s): {sorted(unknown)}")
-        if "mid_attn" in dd:
-            dd["mid_attn"] = bool(dd["mid_attn"])
-        if "encoder_kernel" in dd:
-            dd["encoder_kernel"] = int(dd["encoder_kernel"])
-        for key in ("ch_mult", "attn_resolutions"):
-            if key in dd:
-                dd[key] = tuple(int(v) for v in dd[key])
-        return cls(**dd, n_embed=n_embed, embed_dim=embed_dim, beta=float(data.get("beta", 0.25)))
+        # A damaged or hand-edited file may hold anything here ("dropout:" left empty by a
+        # truncated yaml, ch_mult: [1, Z], mid_attn: "false"): every value must have its
+        # field's type, nothing is coerced (bool("false") is True, int(2.5) is 2).
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, value in dd.items():
+            kind = type(defaults[key])
+            if kind is tuple:
+                if not isinstance(value, list | tuple) or not all(map(_is_int, value)):
+                    raise ConfigError(
+                        f"VQGAN config: {key} must be a list of integers, got {value!r}"
+                    )
+                dd[key] = tuple(value)
+            elif not _KINDS[kind][0](value):
+                raise ConfigError(f"VQGAN config: {key} must be {_KINDS[kind][1]}, got {value!r}")
+        beta = data.get("beta", 0.25)
+        if not _is_number(beta):
+            raise ConfigError(f"VQGAN config: beta must be a finite number, got {beta!r}")
+        return cls(**dd, n_embed=n_embed, embed_dim=embed_dim, beta=float(beta))
