@@ -294,6 +294,23 @@ def test_demo_bad_width_prints_no_progress_bar(work: Path) -> None:
     assert "Loading weights" not in result.err
 
 
+def test_expand_in_a_pipe_prints_its_result_only(work: Path) -> None:
+    """A successful ``expand`` whose stderr is not a terminal: one line on stdout, nothing on
+    stderr (before: transformers' "Loading weights" and "Writing model shards" bars and its
+    "use mean_resizing=False" notice, 7 lines). The files get the usual permissions."""
+    from tiny_models import make_tiny_backbone
+
+    make_tiny_backbone(work / "hf", "llama")
+    result = run_cli("expand", "--base", "hf", "--tokenizer", "vq", "--out", "e", cwd=work)
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert result.out.startswith("wrote e: image_offset=") and len(result.out.splitlines()) == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in (work / "e").rglob("*"):
+        assert file.is_dir() or file.stat().st_mode & 0o777 == 0o666 & ~umask, file
+
+
 # ------------------------------------------------------------------ the inference commands
 PROMPT = "a red circle"
 SMALL = ("--width", "32", "--height", "32")  # a 2x2 code grid of the shipped model: quick

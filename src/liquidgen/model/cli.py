@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from liquidgen.errors import CheckpointError, ConfigError
@@ -18,6 +20,14 @@ checkpoint (HF model + tokenizer + liquid_layout.json + the VQGAN in vq/).
 The image offset is the base model's embedding rows; <boi>, <eoi>, <unconditional> reuse
 unused slots (Gemma <unusedN>, Llama-3 reserved tokens) or are added; the new rows start
 at the mean of the old ones. Nothing is downloaded."""
+
+
+def _no_bars_off_terminal() -> contextlib.AbstractContextManager[None]:
+    """transformers' "Loading weights" / "Writing model shards" bars only on a terminal: a
+    command run in a pipe or a log prints its result, nothing on stderr."""
+    from liquidgen.utils.device import quiet_loading  # imports torch: only once it is needed
+
+    return quiet_loading(enabled=not sys.stderr.isatty())
 
 
 def check_safetensors_files(folder: str | Path) -> None:
@@ -47,7 +57,8 @@ def _run_expand(args: argparse.Namespace) -> int:
         raise ConfigError(f"{base}: no such folder (expected a Hugging Face model folder)")
     check_safetensors_files(base)
     VQGAN.from_pretrained(args.tokenizer)  # the weights load (safely: never unpickled) or fail
-    layout = expand(args.base, args.tokenizer, args.out, seed=args.seed)
+    with _no_bars_off_terminal():
+        layout = expand(args.base, args.tokenizer, args.out, seed=args.seed)
     print(
         f"wrote {args.out}: image_offset={layout.image_offset} codebook_size={layout.codebook_size} "
         f"vocab_size={layout.vocab_size} <boi>={layout.boi_id} <eoi>={layout.eoi_id} "
@@ -75,7 +86,10 @@ def _run_train_tokenizer(args: argparse.Namespace) -> int:
 def _run_init(args: argparse.Namespace) -> int:
     from liquidgen.model.scratch import init_backbone, read_backbone_config
 
-    out = init_backbone(read_backbone_config(args.config), args.tokenizer, args.out, seed=args.seed)
+    with _no_bars_off_terminal():
+        out = init_backbone(
+            read_backbone_config(args.config), args.tokenizer, args.out, seed=args.seed
+        )
     print(f"wrote {out}: random {read_backbone_config(args.config)['model_type']} backbone")
     return 0
 
@@ -85,7 +99,8 @@ def _run_import_gguf(args: argparse.Namespace) -> int:
 
     # An HF folder may be a model the user trained: only an empty one is replaced unasked.
     prepare_output_dir(args.out, (), overwrite=args.overwrite, what="HF folder")
-    out = import_gguf(args.source, args.out, dtype=args.dtype)
+    with _no_bars_off_terminal():
+        out = import_gguf(args.source, args.out, dtype=args.dtype)
     print(f"wrote {out}: plain HF folder (safetensors, tokenizer, chat template)")
     return 0
 

@@ -28,10 +28,12 @@ The result is written atomically as a complete liquidgen checkpoint (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +168,20 @@ def register_image_tokens(
     return tokenizer, max(text_rows, top + 1)
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off for the duration (e.g. advice about an argument that
+    liquidgen sets on purpose); its verbosity is restored."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def expand(
     base_dir: str | os.PathLike[str],
     vq_dir: str | os.PathLike[str],
@@ -206,7 +222,8 @@ def expand(
     with tempfile.TemporaryDirectory(prefix="liquidgen-expand-") as work:
         tokenizer, image_offset = register_image_tokens(tokenizer, text_rows, work)
         torch.manual_seed(seed)
-        model.resize_token_embeddings(image_offset + vq.codebook_size, mean_resizing=True)
+        with _quiet_transformers():  # its "To disable this, use mean_resizing=False" notice
+            model.resize_token_embeddings(image_offset + vq.codebook_size, mean_resizing=True)
         vocab = tokenizer.get_vocab()
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
