@@ -154,7 +154,7 @@ def _log(message: str) -> None:
     print(f"[recipe] {message}", flush=True)
 
 
-class _StageClock:
+class StageClock:
     """Adds each stage's wall-clock seconds to ``work/stage_times.json`` (kept across reruns).
 
     The running stage's time is also flushed every ``flush_every`` seconds, so a build killed
@@ -195,6 +195,9 @@ class _StageClock:
             self._write(self.times)
 
 
+_StageClock = StageClock  # the name before liquidgen.experiments reused it
+
+
 def _corpus_texts(world_dir: Path, corpus_name: str) -> list[str]:
     """Every text the model will see: the real corpus, world captions/prompts/QA, easy-vqa."""
     from liquidgen.corpora.easy_vqa import load_questions
@@ -210,7 +213,7 @@ def _corpus_texts(world_dir: Path, corpus_name: str) -> list[str]:
     return texts
 
 
-def _train_tokenizer(recipe: Recipe, work: Path, clock: _StageClock, *, progress: bool) -> Path:
+def _train_tokenizer(recipe: Recipe, work: Path, clock: StageClock, *, progress: bool) -> Path:
     """Stage 1: train the VQGAN phase by phase in ``work/vq``; returns its exported folder."""
     from liquidgen.tokenizer.training import load_vq_config, train_vqgan
 
@@ -231,7 +234,7 @@ def _train_tokenizer(recipe: Recipe, work: Path, clock: _StageClock, *, progress
     return vq_run / "final"
 
 
-def _base_backbone(base: str, work: Path, clock: _StageClock) -> Path:
+def _base_backbone(base: str, work: Path, clock: StageClock) -> Path:
     """Stages 3-4 for a pretrained base: a HF folder as it is, a GGUF imported to ``work``."""
     from liquidgen.model.gguf import SMOLLM2_PACKAGE, import_gguf
 
@@ -248,13 +251,57 @@ def _base_backbone(base: str, work: Path, clock: _StageClock) -> Path:
     return Path(base)
 
 
-def run(recipe: Recipe, *, progress: bool = True) -> Path:
-    """Run every stage of ``recipe`` (skipping finished ones); returns the exported folder."""
-    from liquidgen.checkpoint import GenerationDefaults, has_generation_defaults, write_model_card
-    from liquidgen.model import expand, save_text_tokenizer, train_text_tokenizer
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What stages 1-6 of a recipe left in its work folder (:func:`prepare`)."""
+
+    work: Path  # the recipe's work_dir
+    vq_dir: Path  # the image tokenizer (trained here or pretrained)
+    backbone_dir: Path  # the random backbone (from scratch) or the base LLM's HF folder
+    model_dir: Path  # backbone + Liquid's vocabulary layout + generation defaults
+    train_config: dict[str, Any]  # the training config, ``{work}`` substituted
+    clock: StageClock  # wall-clock seconds per stage (``work/stage_times.json``)
+
+
+def build_model(
+    recipe: Recipe, backbone_dir: Path, vq_dir: Path, model_dir: Path, *, seed: int
+) -> Path:
+    """Stage 5: ``backbone_dir`` expanded with ``vq_dir``'s codes into ``model_dir`` (Liquid's
+    vocabulary layout) + the recipe's generation defaults, written last; skipped when done."""
+    from liquidgen.checkpoint import GenerationDefaults, has_generation_defaults
+    from liquidgen.model import expand
+
+    if has_generation_defaults(model_dir):  # written last: the stage is done
+        return model_dir
+    sizes = recipe.size_pairs()
+    layout = expand(backbone_dir, vq_dir, model_dir, seed=seed)
+    width, height = sizes[0]
+    fields = {
+        "width": width,
+        "height": height,
+        "understanding_size": recipe.understanding_size,
+        "size_prefix": len(sizes) > 1,
+        "buckets": [list(s) for s in sizes],
+        # world captions/VQA are tokenized at their bucket sizes (stage 6): answer
+        # questions about bucket-sized images the same way
+        "understanding_native": True,
+        **recipe.generation,
+    }
+    GenerationDefaults.from_fields(layout, **fields).save(model_dir)
+    return model_dir
+
+
+def prepare(
+    recipe: Recipe, *, train_config: str | Path | None = None, progress: bool = True
+) -> Prepared:
+    """Stages 1-6 of ``recipe`` (each skipped when done): tokenizer, world data, text
+    tokenizer, backbone, model, tokenized data. ``train_config`` (default: the recipe's)
+    decides which datasets are built; the experiment runner (:mod:`liquidgen.experiments`)
+    passes its own so that every run of a grid reads the one tokenized copy in ``work/tok``."""
+    from liquidgen.checkpoint import has_generation_defaults
+    from liquidgen.model import save_text_tokenizer, train_text_tokenizer
     from liquidgen.model.scratch import init_backbone, read_backbone_config
     from liquidgen.tokenizer import VQGAN
-    from liquidgen.training import load_config, train
     from liquidgen.training.data import tokenize_dataset
     from liquidgen.training.inputs import open_input
     from liquidgen.world import write_dataset
@@ -262,7 +309,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     work = Path(recipe.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     sizes = recipe.size_pairs()
-    clock = _StageClock(work)
+    clock = StageClock(work)
 
     # 1. the image tokenizer: a pretrained folder, or trained phase by phase in one run
     if "pretrained" in recipe.tokenizer:
@@ -271,7 +318,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
     else:
         vq_dir = _train_tokenizer(recipe, work, clock, progress=progress)
     # the training config decides which datasets are built: a text-only control skips images
-    train_cfg = _substitute(read_yaml_mapping(recipe.train["config"]), work)
+    train_cfg = _substitute(read_yaml_mapping(train_config or recipe.train["config"]), work)
     used = _used_datasets(train_cfg, work)
     # 2. world data (the train split also feeds a from-scratch BPE)
     seed = recipe.world.get("seed", 0)
@@ -321,23 +368,10 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                     seed=seed,
                 )
     model_dir = work / "model"
-    if not has_generation_defaults(model_dir):  # written last: the stage is done
+    if not has_generation_defaults(model_dir):
         _log("stage 5/9: Liquid vocabulary layout")
         with clock.stage("5-expand"):
-            layout = expand(backbone_dir, vq_dir, model_dir, seed=seed)
-            width, height = sizes[0]
-            fields = {
-                "width": width,
-                "height": height,
-                "understanding_size": recipe.understanding_size,
-                "size_prefix": len(sizes) > 1,
-                "buckets": [list(s) for s in sizes],
-                # world captions/VQA are tokenized at their bucket sizes (stage 6): answer
-                # questions about bucket-sized images the same way
-                "understanding_native": True,
-                **recipe.generation,
-            }
-            GenerationDefaults.from_fields(layout, **fields).save(model_dir)
+            build_model(recipe, backbone_dir, vq_dir, model_dir, seed=seed)
     # 6. tokenized data (resumable shard by shard; finished folders are skipped quickly)
     vqgan = VQGAN.from_pretrained(vq_dir)
     jobs = [
@@ -367,6 +401,17 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
                 open_input(spec), work / "tok" / name, vqgan=vq, image_size=size,
                 preprocess=preprocess, progress=progress,
             )  # fmt: skip
+    return Prepared(work, vq_dir, backbone_dir, model_dir, train_cfg, clock)
+
+
+def run(recipe: Recipe, *, progress: bool = True) -> Path:
+    """Run every stage of ``recipe`` (skipping finished ones); returns the exported folder."""
+    from liquidgen.checkpoint import write_model_card
+    from liquidgen.training import load_config, train
+
+    prepared = prepare(recipe, progress=progress)
+    work, model_dir, clock = prepared.work, prepared.model_dir, prepared.clock
+    train_cfg = prepared.train_config
     # 6b. a pretrained base's language ability before any training (what mixing may cost)
     before = _base_text_eval(recipe, model_dir, work, clock, progress=progress)
     # 7. training
@@ -420,7 +465,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> Path:
 
 
 def _base_text_eval(
-    recipe: Recipe, model_dir: Path, work: Path, clock: _StageClock, *, progress: bool
+    recipe: Recipe, model_dir: Path, work: Path, clock: StageClock, *, progress: bool
 ) -> dict[str, Any] | None:
     """Text perplexity of the expanded pretrained base (``liquidgen eval text --model
     work/model``) into ``work/eval-base``, once; ``None`` from scratch or without evaluation."""
