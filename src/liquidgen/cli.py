@@ -59,6 +59,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train a Liquid model from a YAML recipe (one process or torchrun)",
     ),
     "curves": ("liquidgen.training.cli", "plot validation metrics of several training runs"),
+    "experiment": (
+        "liquidgen.experiments.cli",
+        "run a grid of training runs (sizes x mixtures x seeds x budgets) and analyse it",
+    ),
     "serve": (
         "liquidgen.serving.cli",
         "serve the model over HTTP: OpenAI-compatible API, batched decoding, a web page",
