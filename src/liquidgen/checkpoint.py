@@ -78,7 +78,10 @@ def read_layout(directory: str | os.PathLike[str]) -> VocabLayout:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: invalid JSON ({e})") from e
-    return VocabLayout.from_dict(data)
+    try:
+        return VocabLayout.from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from e
 
 
 # --------------------------------------------------------------------------- liquid_generation.json
@@ -208,7 +211,7 @@ def _spec_from_params(params: Any, source: Path, authors_format: bool) -> VQSpec
     try:
         codebook_size = int(params["n_embed"])
         ch_mult = list(params["ddconfig"]["ch_mult"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(
             f"{source}: VQGAN config needs n_embed and ddconfig.ch_mult ({e!r})"
         ) from e

@@ -119,10 +119,18 @@ class VocabLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> VocabLayout:
+        if not isinstance(data, dict):  # e.g. a liquid_layout.json holding null or a number
+            kind = "null" if data is None else type(data).__name__
+            raise ConfigError(f"a vocabulary layout is a JSON object, got {kind}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown vocabulary-layout field(s): {sorted(unknown)}")
+        for name, value in data.items():  # ids and sizes: integers (the optional ids: or null)
+            if value is None and name in ("bos_id", "eos_id", "pad_id"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"vocabulary layout: {name} must be an integer, got {value!r}")
         try:
             return cls(**data)
         except TypeError as e:

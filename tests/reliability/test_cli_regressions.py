@@ -311,6 +311,35 @@ def test_expand_in_a_pipe_prints_its_result_only(work: Path) -> None:
         assert file.is_dir() or file.stat().st_mode & 0o777 == 0o666 & ~umask, file
 
 
+@pytest.mark.parametrize("text", ["null", "5", "[1, 2]", '"vq"'])
+def test_json_files_that_are_not_objects(work: Path, text: str) -> None:
+    """A tokenizer's ``config.json`` and a checkpoint's ``liquid_layout.json`` that are valid
+    JSON but not an object (before: ``TypeError`` tracebacks for null and numbers)."""
+    shutil.copytree(work / "vq", work / "jvq")
+    (work / "jvq" / "config.json").write_text(text + "\n")
+    _check(work, "tokenizer", "encode", "--tokenizer", "jvq", "img.png", "-o", "c.jsonl",
+           fragments=("config.json", "JSON object"))  # fmt: skip
+    (work / "jm").mkdir()
+    for entry in SHIPPED.iterdir():
+        if entry.name != "liquid_layout.json":
+            (work / "jm" / entry.name).symlink_to(entry)
+    (work / "jm" / "liquid_layout.json").write_text(text + "\n")
+    _check(work, "generate", "a red circle", "-o", "o.png", "--width", "32", "--height", "32",
+           "--model", "jm", fragments=("liquid_layout.json",))  # fmt: skip
+
+
+def test_layout_values_that_are_not_integers(work: Path) -> None:
+    (work / "jm").mkdir()
+    for entry in SHIPPED.iterdir():
+        if entry.name != "liquid_layout.json":
+            (work / "jm" / entry.name).symlink_to(entry)
+    layout = json.loads((SHIPPED / "liquid_layout.json").read_text())
+    for key, value in (("image_offset", 2048.5), ("boi_id", True), ("downsample", "16")):
+        (work / "jm" / "liquid_layout.json").write_text(json.dumps({**layout, key: value}))
+        _check(work, "generate", "a red circle", "-o", "o.png", "--width", "32", "--height",
+               "32", "--model", "jm", fragments=("liquid_layout.json", key, "integer"))  # fmt: skip
+
+
 # ------------------------------------------------------------------ the inference commands
 PROMPT = "a red circle"
 SMALL = ("--width", "32", "--height", "32")  # a 2x2 code grid of the shipped model: quick

@@ -177,9 +177,13 @@ class VQGAN(nn.Module):
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: invalid JSON ({e})") from e
+    if not isinstance(data, dict):  # valid JSON, but e.g. null or a number
+        kind = "null" if data is None else type(data).__name__
+        raise CheckpointError(f"{path}: expected a JSON object, got {kind}")
+    return data
 
 
 def read_authors_config(path: str | os.PathLike[str]) -> VQGANConfig:
