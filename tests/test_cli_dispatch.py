@@ -43,3 +43,49 @@ def test_top_level_help_lists_every_command_without_loading_torch() -> None:
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 78000000000 bytes. Error code 12"
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+)
+def test_out_of_memory_is_one_line_with_status_2(
+    error: BaseException, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed allocation (e.g. ``generate -n`` under ``prlimit --as``) names the limits to
+    lower in one line instead of a torch traceback."""
+    import argparse
+
+    import liquidgen.cli as cli
+
+    def fail(args: argparse.Namespace) -> int:
+        raise error
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr(cli, "build_parser", lambda argv: parser)
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err and "LIQUIDGEN_MAX_BATCH" in err
+
+
+def test_other_runtime_errors_still_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import liquidgen.cli as cli
+
+    def fail(args: argparse.Namespace) -> int:
+        raise RuntimeError("a bug")
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr(cli, "build_parser", lambda argv: parser)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main([])

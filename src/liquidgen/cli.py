@@ -157,10 +157,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"liquidgen: error: {one_line(_os_error_line(e))}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not _is_out_of_memory(e):
+            raise
+        print(f"liquidgen: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("liquidgen: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+_OUT_OF_MEMORY = (
+    "out of memory; lower LIQUIDGEN_MAX_BATCH (images held at once) or "
+    "LIQUIDGEN_DECODE_MEMORY_MB (the decode budget), see docs/reliability.md"
+)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's CPU allocator or CUDA's OOM."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 if __name__ == "__main__":
