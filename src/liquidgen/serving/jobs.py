@@ -11,6 +11,7 @@ job ends with exactly one :class:`Finished` or :class:`Failed`. :meth:`Engine.su
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ class TextDone:
 
 @dataclasses.dataclass(frozen=True)
 class Finished:
-    pass
+    """The job's last event after a success: every image or text piece has been sent."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +79,9 @@ _ids = itertools.count(1)
 
 
 @dataclasses.dataclass(eq=False)
-class Job:
-    """A user's request as the engine runs it (built by the API after all checks)."""
+class Job(abc.ABC):
+    """A user's request as the engine runs it (built by the API after all checks); one of
+    :class:`ImageJob` or :class:`TextJob`."""
 
     sink: Sink
     timeout: float | None = None  # seconds from submission (None: no limit)
@@ -90,8 +92,9 @@ class Job:
     deadline: float | None = None
 
     @property
+    @abc.abstractmethod
     def rows(self) -> int:
-        raise NotImplementedError
+        """Decode rows the job holds in every step's batch (its CFG partners included)."""
 
     def cancel(self) -> None:
         """Free the job's rows at the next step (thread-safe: one boolean)."""

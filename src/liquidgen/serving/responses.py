@@ -62,7 +62,7 @@ class ChannelSink:
 
 
 class ClientGone(Exception):
-    pass
+    """The client disconnected while waiting; its job is cancelled and nothing is sent."""
 
 
 def failed_error(event: Failed) -> ApiError:
