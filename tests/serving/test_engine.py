@@ -178,3 +178,50 @@ def test_bounded_queue_and_row_budget(pipe: Pipeline) -> None:
     assert engine.active_rows == 4 and engine.queue_depth == 1  # the second waits for rows
     run(engine, [jobs[0][1], jobs[1][1]])
     assert all(len(s.of(ImageCodes)) == 2 for _, s in jobs[:2])
+
+
+def test_growing_cache_layer_appends_like_concatenation() -> None:
+    """The engine's cache layer writes decode steps into spare columns; across a regrowth of
+    its buffer (more than _SPARE_COLUMNS appends) it holds exactly what concatenation holds."""
+    from liquidgen.serving.engine import _SPARE_COLUMNS, _GrowingLayer
+
+    g = torch.Generator().manual_seed(0)
+    keys, values = torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g)
+    layer = _GrowingLayer(keys, values)
+    for step in range(_SPARE_COLUMNS + 7):
+        n = 2 if step == 3 else 1  # a multi-token update too
+        k, v = torch.randn(3, 2, n, 4, generator=g), torch.randn(3, 2, n, 4, generator=g)
+        keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
+        out_k, out_v = layer.update(k, v)
+        assert torch.equal(out_k, keys) and torch.equal(out_v, values)
+    assert layer.get_seq_length() == keys.shape[2]
+
+
+def test_engine_decodes_images_when_asked(pipe: Pipeline) -> None:
+    """decode_images=True: each ImageCodes carries the picture the Pipeline decodes from the
+    same codes, pixel for pixel (the server decodes in the engine's thread)."""
+    import numpy as np
+
+    engine = Engine(pipe, max_rows=8, max_queue=4, decode_images=True)
+    job, sink = image_job(pipe, "a red circle", n=2, seed=4)
+    engine.submit(job)
+    run(engine, [sink])
+    events = sink.of(ImageCodes)
+    assert len(events) == 2
+    for event in events:
+        expected = pipe.decode_codes(event.codes[None])[0]
+        assert event.image is not None and event.image.size == expected.size
+        assert np.array_equal(np.asarray(event.image), np.asarray(expected))
+
+
+def test_worker_thread_runs_torch_on_one_thread() -> None:
+    """The server's PNG / request worker must not start a second multi-threaded OpenMP team
+    beside the engine's (it made a 2-thread decode step ~1.6x slower)."""
+    from liquidgen.serving.schemas import ServerSettings
+    from liquidgen.serving.state import ServerState
+
+    state = ServerState(ServerSettings(), loader=lambda: None)
+    try:
+        assert state.vq_pool.submit(torch.get_num_threads).result(timeout=30) == 1
+    finally:
+        state.close()

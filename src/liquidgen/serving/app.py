@@ -202,7 +202,7 @@ def create_app(
                 event = await sink.next(request, job)
                 if isinstance(event, ImageCodes):
                     images[event.index] = loop.run_in_executor(
-                        state.vq_pool, decode_png, state.pipe, event.codes
+                        state.vq_pool, decode_png, state.pipe, event
                     )
                 elif isinstance(event, Failed):
                     raise failed_error(event)

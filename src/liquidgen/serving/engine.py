@@ -32,7 +32,9 @@ Jobs and results are the types of :mod:`liquidgen.serving.jobs`. Results go to e
 
 from __future__ import annotations
 
+import abc
 import collections
+import ctypes
 import dataclasses
 import threading
 import time
@@ -85,7 +87,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- sequences
-class _Seq:
+class _Seq(abc.ABC):
     """Rows of the batch that decode together: one image (cond [+ uncond]) or one text."""
 
     job: Job
@@ -94,8 +96,9 @@ class _Seq:
     next_token: int = 0  # the token drawn this step, fed to every row of the sequence
 
     @property
+    @abc.abstractmethod
     def finished(self) -> bool:
-        raise NotImplementedError
+        """Every token of the sequence is drawn (or it stopped)."""
 
 
 class _ImageSeq(_Seq):
@@ -187,10 +190,16 @@ class Engine:
 
     ``max_rows``: most rows in one forward (an image with guidance takes two);
     ``max_queue``: most jobs waiting for admission (:meth:`submit` raises :class:`QueueFull`
-    above it). Call :meth:`start` for the scheduler thread, or :meth:`step` by hand (tests).
+    above it); ``decode_images``: decode each finished image with the pipeline's VQGAN in the
+    scheduler thread (:attr:`ImageCodes.image`) instead of leaving it to the caller. The
+    server decodes here: torch work in a second thread runs a second OpenMP team that
+    oversubscribes the cores and slows every decode step (docs/serving.md "Threads").
+    Call :meth:`start` for the scheduler thread, or :meth:`step` by hand (tests).
     """
 
-    def __init__(self, pipe: Any, *, max_rows: int = 128, max_queue: int = 64) -> None:
+    def __init__(
+        self, pipe: Any, *, max_rows: int = 128, max_queue: int = 64, decode_images: bool = False
+    ) -> None:
         if max_rows < 1 or max_queue < 0:
             raise ConfigError("max_rows must be >= 1 and max_queue >= 0")
         self.pipe = pipe
@@ -199,6 +208,7 @@ class Engine:
         self.tokenizer = pipe.tokenizer
         self.max_rows = max_rows
         self.max_queue = max_queue
+        self.decode_images = decode_images
         self.decoder = self.model.get_decoder()
         self.image_head = ImageRowLogits(self.model, self.layout)
         self.text_head = _FullHead(self.model)
@@ -275,6 +285,8 @@ class Engine:
         torch.set_grad_enabled(False)
         while True:
             with self._lock:
+                if not self._stopping and not self._pending and not self._active:
+                    _release_freed_memory()
                 while not self._stopping and not self._pending and not self._active:
                     self._lock.wait()
                 if self._stopping:
@@ -363,17 +375,18 @@ class Engine:
         hidden = self._decode(ids, mask, positions, cache)  # (J, H)
         self.stats.prefills += 1
         if self._cache is None:
+            for i, layer in enumerate(cache.layers):
+                cache.layers[i] = _GrowingLayer(layer.keys, layer.values)
             self._cache, self._mask, self._hidden = cache, mask, hidden
             self._next_pos = positions[:, -1] + 1
             self._seqs = list(joining)
         else:
             length = max(self._mask.shape[1], mask.shape[1])
-            for old, new in zip(self._cache.layers, cache.layers, strict=True):
-                old.keys = torch.cat(
-                    [_pad_left(old.keys, length, 2), _pad_left(new.keys, length, 2)]
-                )
-                old.values = torch.cat(
-                    [_pad_left(old.values, length, 2), _pad_left(new.values, length, 2)]
+            layers = self._cache.layers
+            for i, (old, new) in enumerate(zip(layers, cache.layers, strict=True)):
+                layers[i] = _GrowingLayer(
+                    torch.cat([_pad_left(old.keys, length, 2), _pad_left(new.keys, length, 2)]),
+                    torch.cat([_pad_left(old.values, length, 2), _pad_left(new.values, length, 2)]),
                 )
             self._mask = torch.cat([_pad_left(self._mask, length, 1), _pad_left(mask, length, 1)])
             self._hidden = torch.cat([self._hidden, hidden])
@@ -433,7 +446,9 @@ class Engine:
         for seq in finished:
             if isinstance(seq, _ImageSeq):
                 h, w = seq.job.request.grid  # type: ignore[attr-defined]
-                seq.job.sink(ImageCodes(seq.index, torch.tensor(seq.codes).view(h, w)))
+                codes = torch.tensor(seq.codes).view(h, w)
+                image = self.pipe.decode_codes(codes[None])[0] if self.decode_images else None
+                seq.job.sink(ImageCodes(seq.index, codes, image))
                 self.stats.images += 1
             else:
                 seq.job.sink(seq.finish())  # type: ignore[attr-defined]
@@ -496,9 +511,9 @@ class Engine:
         mask = self._mask[keep]
         used = torch.nonzero(mask.sum(dim=0) > 0)
         first = int(used[0]) if used.numel() else 0
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[keep, :, first:].contiguous()
-            layer.values = layer.values[keep, :, first:].contiguous()
+        layers = self._cache.layers
+        for i, layer in enumerate(layers):
+            layers[i] = _GrowingLayer(layer.keys[keep, :, first:], layer.values[keep, :, first:])
         self._mask = mask[:, first:].contiguous()
         self._hidden = self._hidden[keep]
         self._next_pos = self._next_pos[keep]
@@ -556,6 +571,71 @@ class _FullHead(DecoderHead):
 
     def model_name(self) -> str:
         return type(self.model).__name__
+
+
+class _GrowingLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values live in a buffer with spare
+    columns: a decode step writes its token into the next spare column instead of
+    concatenating (copying) the whole batch cache, as :class:`DynamicLayer` does every step.
+    A full buffer is copied into one with ``_SPARE_COLUMNS`` more (a copy every 64 steps, not
+    every step); re-packing the batch (a join or a drop) builds a new layer.
+    ``keys`` / ``values`` stay views of the filled columns: ``(R, heads, length, head_dim)``.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.is_initialized = True
+        self.device = keys.device
+        self._fill(keys, values)
+
+    def _fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        rows, heads, length, dim = keys.shape
+        capacity = length + _SPARE_COLUMNS
+        self._keys = keys.new_empty(rows, heads, capacity, dim)
+        self._values = values.new_empty(rows, values.shape[1], capacity, values.shape[3])
+        self._keys[:, :, :length] = keys
+        self._values[:, :, :length] = values
+        self._length = length
+        self._view()
+
+    def _view(self) -> None:
+        self.keys = self._keys[:, :, : self._length]
+        self.values = self._values[:, :, : self._length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = key_states.shape[-2]
+        if self._length + n > self._keys.shape[2]:
+            self._fill(self.keys, self.values)
+        self._keys[:, :, self._length : self._length + n] = key_states
+        self._values[:, :, self._length : self._length + n] = value_states
+        self._length += n
+        self._view()
+        return self.keys, self.values
+
+
+_SPARE_COLUMNS = 64  # free columns of a _GrowingLayer: an 8x8-code image's whole decode
+
+
+def _release_freed_memory() -> None:
+    """Give the heap pages freed by dropped KV caches back to the OS (glibc's
+    ``malloc_trim``) when the engine goes idle, so the server's RSS returns to its resting
+    size after a burst instead of staying at the peak. A no-op where glibc is absent."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import torch
+from PIL import Image
 
 from liquidgen.errors import ConfigError
 from liquidgen.inference.request import ImageRequest
@@ -35,6 +36,7 @@ class Progress:
 class ImageCodes:
     index: int  # image i of the job (seed + i)
     codes: torch.Tensor  # (h, w) long
+    image: Image.Image | None = None  # the decoded picture, when the engine decodes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 :class:`ChannelSink` hands the engine's events (scheduler thread) to the request's coroutine
 on the event loop, noticing when the client goes away (:class:`ClientGone`, the job is
 cancelled); :func:`stream_images` and :func:`stream_chat` turn them into server-sent events
-in OpenAI's shapes; :func:`decode_png` runs in the VQGAN worker thread.
+in OpenAI's shapes; :func:`decode_png` (PNG encoding) runs in the worker thread.
 """
 
 from __future__ import annotations
@@ -108,10 +108,12 @@ def model_card(state: ServerState) -> dict[str, Any]:
     }
 
 
-def decode_png(pipe: Any, codes: Any) -> str:
-    """Codes ``(h, w)`` -> base64 PNG (VQGAN worker thread; one image at a time, as the
-    Pipeline decodes)."""
-    return png_b64(pipe.decode_codes(codes[None])[0])
+def decode_png(pipe: Any, event: ImageCodes) -> str:
+    """A finished image -> base64 PNG (worker thread). The engine's decoded picture when it
+    sent one; else the codes ``(h, w)`` are decoded here, one image at a time as the
+    Pipeline decodes."""
+    image = event.image if event.image is not None else pipe.decode_codes(event.codes[None])[0]
+    return png_b64(image)
 
 
 def usage_of(done: TextDone) -> dict[str, int]:
@@ -137,7 +139,7 @@ async def stream_images(
                     {"type": "image_generation.progress", "done": event.done, "total": event.total}
                 )
             elif isinstance(event, ImageCodes):
-                future = loop.run_in_executor(state.vq_pool, decode_png, state.pipe, event.codes)
+                future = loop.run_in_executor(state.vq_pool, decode_png, state.pipe, event)
                 yield sse(
                     {
                         "type": "image_generation.completed",

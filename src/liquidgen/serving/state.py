@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
@@ -38,7 +39,14 @@ class ServerState:
         self.engine: Any = None
         self.error: str | None = None
         self.metrics = Metrics()
-        self.vq_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="liquidgen-vq")
+        # The worker thread of PNG encoding and request preparation (an uploaded image's
+        # VQGAN encoding) runs torch on ONE intra-op thread: a second multi-threaded OpenMP
+        # team beside the engine's oversubscribes the cores, and libgomp then parks the
+        # engine's workers between every parallel region (a 2-thread decode step measured
+        # 1.6x slower; docs/serving.md "Threads"). Images are decoded by the engine.
+        self.vq_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="liquidgen-vq", initializer=torch.set_num_threads, initargs=(1,)
+        )
         self.started = int(time.time())
         self.ready = threading.Event()
 
@@ -51,7 +59,10 @@ class ServerState:
             if pipe.vq is None:
                 raise LiquidgenError("the checkpoint has no image tokenizer (vq/)")
             engine = Engine(
-                pipe, max_rows=self.settings.max_rows, max_queue=self.settings.max_queue
+                pipe,
+                max_rows=self.settings.max_rows,
+                max_queue=self.settings.max_queue,
+                decode_images=True,
             )
             engine.start()
             self.pipe, self.engine = pipe, engine
