@@ -370,7 +370,7 @@ class Runner:
             from liquidgen.training import load_config, train
 
             hf_logging.disable_progress_bar()
-            train(load_config(config_path))
+            train(load_config(config_path, [] if self.progress else ["progress=false"]))
             return
         command = self.command(run)
         self.log(f"{run.name}: {display_command(command)}")
