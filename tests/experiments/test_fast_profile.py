@@ -55,6 +55,16 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
         assert 0 < record["params_non_embedding"] < record["params"]
         assert record["tokens"] > 0
         assert record["flops"] == 6.0 * record["params_non_embedding"] * record["tokens"]
+        model = json.loads((out / "models" / f"{record['size']}-s0/model/config.json").read_text())
+        targets = sum(
+            r["targets"]
+            for r in map(json.loads, (out / "runs" / record["run"] / "train/metrics.jsonl").open())
+            if r["kind"] == "train"
+        )
+        assert targets > 0 and record["flops_head"] == (
+            6.0 * model["hidden_size"] * model["vocab_size"] * targets
+        )
+        assert record["flops_total"] == record["flops"] + record["flops_head"]
         assert math.isfinite(record["val/t2i/loss"]) and record["wall_seconds"] > 0
         assert record["command"].endswith(f"liquidgen train {out}/runs/{record['run']}/train.yaml")
     assert by_run["w32_t2i_s0_b4"]["params"] > by_run["w16_t2i_s0_b4"]["params"]
@@ -89,8 +99,17 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
     assert {"eval/text_bpb", "eval/t2i_seen", "eval/vqa_world"} <= set(again)
     assert "--corpus pydoc" in again["eval_command"]  # the recipe's corpus
 
+    # a marker written before the head-FLOPs columns existed gets them when results gather
+    marker = out / "runs" / RUNS[1] / "done.json"
+    old = json.loads(marker.read_text())
+    marker.write_text(
+        json.dumps({k: v for k, v in old.items() if k not in ("flops_head", "flops_total")})
+    )
+
     # --report: the fit on the 4 (compute, loss) points, the frontier, the PNGs
     assert main([*args, "--report"]) == 0
+    gathered = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert gathered[RUNS[1]]["flops_total"] == old["flops_total"] > old["flops"]
     report = out / "report"
     for png in ("scaling.png", "curves.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

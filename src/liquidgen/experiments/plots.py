@@ -15,6 +15,7 @@ from liquidgen.utils.io import atomic_path
 
 LABELS = {
     "flops": "training compute C = 6 N D (FLOPs, N non-embedding)",
+    "flops_total": "training compute C = 6 N D + LM head (FLOPs)",
     "tokens": "tokens trained on",
     "params_non_embedding": "non-embedding parameters",
     "params": "parameters",
@@ -93,7 +94,7 @@ def scaling_plot(
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    res.set_xlabel("compute (FLOPs)" if x == "flops" else LABELS.get(x, x))
+    res.set_xlabel("compute (FLOPs)" if x.startswith("flops") else LABELS.get(x, x))
     res.grid(alpha=0.3)
     return _save(fig, out)
 

@@ -311,7 +311,9 @@ ANALYSES: dict[str, Callable[[list[dict[str, Any]], dict[str, Any], Path], Secti
     "table": table,
     "curves": curves,
 }
-SUMMARY_COLUMNS = ("run", "params_non_embedding", "steps", "tokens", "flops", "wall_seconds")
+SUMMARY_COLUMNS = (
+    "run", "params_non_embedding", "steps", "tokens", "flops", "flops_total", "wall_seconds",
+)  # fmt: skip
 
 
 def write_report(experiment: Experiment, records: list[dict[str, Any]]) -> list[Path]:

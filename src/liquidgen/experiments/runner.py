@@ -18,7 +18,11 @@ same recipe, reads the same ``work_dir/tok`` folders.
 
 FLOPs are ``6 * N * D`` with ``N`` the non-embedding parameters (the input embedding and
 LM-head rows, text and image, are not counted) and ``D`` the real (non-padding) tokens the
-run trained on, from its ``metrics.jsonl``.
+run trained on, from its ``metrics.jsonl`` (Kaplan et al.'s convention). ``flops_head`` is
+what the LM head adds: ``6 * hidden * vocabulary`` per target token (the trainer runs the
+head only where a target is); for these small models it is not negligible (width 64 and a
+3,072-row vocabulary: about as much as the whole decoder), so ``flops_total`` = ``flops +
+flops_head`` is the compute a run actually spent.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ RESULTS_CSV = "results.csv"
 # the columns every results row has, in this order; val/* and eval/* follow, sorted
 COLUMNS = (
     "run", "size", "mixture", "seed", "budget", "max_steps", "steps", "params",
-    "params_non_embedding", "tokens", "flops", "train_loss", "train_seconds", "eval_seconds",
-    "wall_seconds",
+    "params_non_embedding", "tokens", "flops", "flops_head", "flops_total", "train_loss",
+    "train_seconds", "eval_seconds", "wall_seconds",
 )  # fmt: skip
 # evaluation results kept in the table (the whole results.json stays in RUN/eval)
 EVAL_COLUMNS = {
@@ -121,6 +125,15 @@ def count_parameters(model_dir: str | Path) -> tuple[int, int]:
                 if len(shape) == 2 and shape[0] == vocab:
                     embedding += numel
     return total, embedding
+
+
+def head_flops(model_dir: str | Path, train_records: Sequence[dict[str, Any]]) -> float:
+    """FLOPs of the LM head over a run: ``6 * hidden * vocabulary`` per target token (forward
+    and backward), the targets summed from the trainer's ``train`` records."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = config.get("text_config", config)
+    targets = sum(int(r.get("targets", 0)) for r in train_records)
+    return 6.0 * config["hidden_size"] * config["vocab_size"] * targets
 
 
 def _trim_layer_types(config: Any, layers: int) -> None:
@@ -453,6 +466,7 @@ class Runner:
         total, embedding = count_parameters(model)
         tokens = sum(int(r.get("tokens", 0)) for r in train)
         non_embedding = total - embedding
+        head = head_flops(model, train)
         record: dict[str, Any] = {
             "run": run.name,
             "size": run.size.name,
@@ -465,6 +479,8 @@ class Runner:
             "params_non_embedding": non_embedding,
             "tokens": tokens,
             "flops": 6.0 * non_embedding * tokens,
+            "flops_head": head,
+            "flops_total": 6.0 * non_embedding * tokens + head,
             "train_loss": train[-1].get("loss") if train else None,
             "train_seconds": seconds.get("train"),
             "eval_seconds": seconds.get("eval"),
@@ -511,7 +527,17 @@ class Runner:
         for run in self.exp.runs():
             done = self.exp.run_dir(run) / DONE_FILE
             if done.is_file():
-                out.append(json.loads(done.read_text()))
+                record = json.loads(done.read_text())
+                if "flops_total" not in record:  # a marker written before the column existed
+                    train = [
+                        r
+                        for r in _read_jsonl(self.exp.run_dir(run) / "train" / "metrics.jsonl")
+                        if r.get("kind") == "train"
+                    ]
+                    model = self.exp.model_dir(run.size, run.seed) / "model"
+                    record["flops_head"] = head_flops(model, train)
+                    record["flops_total"] = record["flops"] + record["flops_head"]
+                out.append(record)
         return out
 
     def collect(self) -> Path:
