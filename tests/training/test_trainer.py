@@ -179,6 +179,25 @@ def test_gradient_checkpointing_changes_nothing_but_memory(
         assert math.isclose(plain[step], recomputed[step], rel_tol=1e-6)
 
 
+def test_packed_attention_trains_like_sdpa(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """model.attn_implementation=packed: the same losses as sdpa through the whole trainer
+    (packed rows, float32), and the saved checkpoint keeps the loadable sdpa setting."""
+
+    def run(name: str, attention: str) -> dict[int, float]:
+        config = config_dict(tiny_model, tiny_data, tmp_path / name, max_steps=2, eval_every=0)
+        config["model"]["attn_implementation"] = attention
+        return train(TrainConfig.from_dict(config)).losses
+
+    sdpa, packed = run("sdpa", "sdpa"), run("packed", "packed")
+    assert sdpa.keys() == packed.keys()
+    for step in sdpa:
+        assert math.isclose(sdpa[step], packed[step], rel_tol=1e-5)
+    saved = json.loads(next((tmp_path / "packed").rglob("config.json")).read_text())
+    assert "liquidgen_packed" not in json.dumps(saved)
+
+
 def test_lora_trains_the_image_rows(
     tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -27,7 +27,7 @@ from liquidgen.utils.schedule import SCHEDULES
 MODALITIES = ("text", "t2i", "caption", "vqa", "chat")
 PRECISIONS = ("bf16", "fp32")
 STRATEGIES = ("auto", "none", "ddp", "fsdp2")
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("packed", "sdpa", "eager")
 
 
 def _check_field_types(obj: Any) -> None:
@@ -123,7 +123,9 @@ class ModelConfig:
     """The model to train: a liquidgen checkpoint folder (HF model + tokenizer + layout)."""
 
     path: str  # written by `liquidgen expand` or by a previous training run
-    attn_implementation: str = "sdpa"  # sdpa | eager (both isolate packed documents)
+    # sdpa | eager | packed: causal attention one packed document at a time
+    # (liquidgen.training.packed_attention; no faster on CPU, measured). All isolate documents.
+    attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False  # recompute activations in backward (saves memory)
     compile: bool = False  # torch.compile the decoder
 

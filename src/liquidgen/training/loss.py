@@ -14,12 +14,14 @@ sampler (:mod:`liquidgen.model.head`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from liquidgen.model.head import DecoderHead, base_model
+from liquidgen.training.packed_attention import supports_packed_attention, use_packed_attention
 
 
 class TargetLM(nn.Module, DecoderHead):
@@ -35,10 +37,19 @@ class TargetLM(nn.Module, DecoderHead):
     # float32 matmuls of different shapes round differently, far below this
     verify_rtol = 1e-4
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, packed: bool = False) -> None:
         super().__init__()
         self.lm = lm
         self.init_head(base_model(lm).config)
+        # packed: attention one packed document at a time (liquidgen.training.packed_attention)
+        # where the model's attention is plain causal attention; else its own implementation
+        self.packed = packed and supports_packed_attention(base_model(lm).config)
+        if packed and not self.packed:
+            warnings.warn(
+                f"{self.model_name()}: sliding-window, soft-capped or chunked attention; "
+                "training with its own attention implementation instead of packed",
+                stacklevel=2,
+            )
 
     def forward(
         self,
@@ -47,7 +58,9 @@ class TargetLM(nn.Module, DecoderHead):
         target_index: torch.Tensor,  # (N,) flat positions in [0, B*T)
     ) -> torch.Tensor:
         base = base_model(self.lm)
-        out = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        decoder = base.get_decoder()
+        with use_packed_attention(decoder.config, self.packed):
+            out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         hidden = out.last_hidden_state  # (B, T, H)
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)  # (N, H)
         return self.post_process(base.get_output_embeddings()(hidden))  # (N, V)

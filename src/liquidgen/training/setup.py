@@ -108,8 +108,9 @@ def load_model(
     full_resume = resume_dir is not None and not config.lora.enabled
     source = resume_dir if full_resume else config.model.path
     model, tokenizer, layout = load_liquid(source, device=device, dtype=torch.float32)
-    try:
-        model.set_attn_implementation(config.model.attn_implementation)
+    attention = config.model.attn_implementation
+    try:  # "packed" runs sdpa outside TargetLM's forward (validation of the head, inference)
+        model.set_attn_implementation("sdpa" if attention == "packed" else attention)
     except (ValueError, ImportError) as e:
         raise ConfigError(
             f"model.attn_implementation={config.model.attn_implementation!r}: {e}"

@@ -99,7 +99,7 @@ class Trainer:
         model, self.tokenizer, self.layout = load_model(config, self.info.device, self.resume_dir)
         self.model_source = Path(config.model.path)
         self.lm = model
-        target_lm = TargetLM(model)
+        target_lm = TargetLM(model, packed=config.model.attn_implementation == "packed")
         target_lm.eval()  # dropout off for the one-off check
         target_lm.verify(probe_ids(self.layout))
         target_lm.train()
