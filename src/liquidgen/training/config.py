@@ -127,7 +127,7 @@ class ModelConfig:
     # (liquidgen.training.packed_attention; no faster on CPU, measured). All isolate documents.
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False  # recompute activations in backward (saves memory)
-    compile: bool = False  # torch.compile the decoder
+    compile: bool = False  # torch.compile the training forward (per block under FSDP2)
 
     def __post_init__(self) -> None:
         _check_field_types(self)
