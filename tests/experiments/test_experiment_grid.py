@@ -145,7 +145,7 @@ def test_pretrained_sizes_need_a_recipe_with_a_pretrained_base() -> None:
 def test_only_selects_by_glob_or_by_size_or_mixture_name() -> None:
     runner = Runner(Experiment.load(GRIDS / "mutual.yaml"))
     assert {r.mixture.name for r in runner.select(["both"])} == {"both"}
-    assert [r.name for r in runner.select(["*_t2i_s1_*"])] == ["d256-l6_t2i_s1_b1000"]
+    assert [r.name for r in runner.select(["*_t2i_s1_*"])] == ["d128-l3_t2i_s1_b1000"]
     with pytest.raises(ConfigError, match="matches no run"):
         runner.select(["nothing"])
 
