@@ -86,6 +86,36 @@ def speculative_accept(
     return min(limit, drafts.shape[0]), None
 
 
+def coupled_redraft(
+    old: torch.Tensor, old_probs: torch.Tensor, new_probs: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """New drafts ``(M,)`` from ``new_probs`` ``(M, K)``, each coupled with the old draft at its
+    position (``old`` ``(L,)`` drawn from ``old_probs``, ``L <= M``; positions past ``L`` are
+    drawn independently).
+
+    Maximal coupling, which is the acceptance rule itself: keep the old draft ``x`` with
+    probability ``min(1, new(x) / old(x))``, else draw from the residual ``max(0, new - old)``.
+    As ``x ~ old``, the result is distributed exactly as ``new`` (the speculative-sampling
+    identity), so it is a valid draft for the next window's acceptance test, which needs
+    only that a draft be drawn from the distribution it is tested against; but where the
+    refined distribution barely moved, the draft stays the same token, so the window's later
+    positions keep the context their distributions were computed in and more of them are
+    accepted (MC-SJD, "maximal coupling" speculative Jacobi decoding, 2025). Independent
+    re-draws change the drafts at every iteration and throw that context away.
+    """
+    kept = old.shape[0]
+    out = []
+    for j in range(kept):
+        p = new_probs[j : j + 1]  # (1, K)
+        _, replacement = speculative_accept(
+            old[j : j + 1], old_probs[j : j + 1], p.expand(2, -1), generator, 1
+        )
+        out.append(old[j] if replacement is None else replacement)
+    if new_probs.shape[0] > kept:
+        out.extend(_draw(new_probs[kept:], generator).unbind())
+    return torch.stack(out) if out else old.new_zeros(0)
+
+
 def jacobi_image_codes(
     engine: StaticDecoder,
     rows: list[list[int]],
@@ -96,10 +126,12 @@ def jacobi_image_codes(
     *,
     window: int,
     progress: ProgressFn | None = None,
+    coupled: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """Draw ``n_tokens`` codes of one image (``rows``: its conditional prompt, then the
     unconditional one when guidance is on) with SJD; returns the codes ``(n_tokens,)`` and
-    the number of forward passes (the prefill included)."""
+    the number of forward passes (the prefill included). ``coupled``: re-draft the window by
+    :func:`coupled_redraft` (the default) instead of independent draws."""
     k = layout.codebook_size
     n_drafts = window - 1
     uniform = torch.full((k,), 1.0 / k, dtype=torch.float64)
@@ -132,7 +164,11 @@ def jacobi_image_codes(
         # Next window: refined drafts from this forward, then fresh uniform ones.
         refined = target[accepted + 1 :]  # (W - 1 - accepted, K)
         fresh = n_drafts - refined.shape[0]
-        new = [_draw(refined, generator)] if refined.shape[0] else []
+        if coupled:  # keep an untested old draft where the refined distribution allows it
+            old = slice(accepted + 1, n_drafts)  # drafts never tested, at the same positions
+            new = [coupled_redraft(drafts[old], draft_probs[old], refined, generator)]
+        else:
+            new = [_draw(refined, generator)] if refined.shape[0] else []
         new.append(torch.randint(0, k, (fresh,), generator=generator))
         drafts = torch.cat(new)
         draft_probs = torch.cat([refined, uniform.expand(fresh, k)])
