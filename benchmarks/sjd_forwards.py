@@ -35,13 +35,20 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.model)
+    size = pipe.image_request(PROMPTS[0]).width, pipe.image_request(PROMPTS[0]).height
     print("| re-draft | images | tokens | forwards (prefill included) | tokens per forward | s |")
     print("|---|---|---|---|---|---|")
-    for coupled in (False, True):
-        # the library's default is coupled; the benchmark pins each variant explicitly
-        image_generation.jacobi_image_codes = lambda *a, c=coupled, **k: jacobi_image_codes(
-            *a, coupled=c, **k
-        )
+    variants = [("independent", False, False), ("coupled", True, False)]
+    variants.append(("coupled, row-above drafts", True, True))
+    for name, coupled, above in variants:
+        # each variant pinned explicitly, whatever the library's defaults
+        def patched(*a, c=coupled, r=above, **k):
+            grid_width = pipe.layout.grid(*size)[1]
+            return jacobi_image_codes(
+                *a, **{**k, "coupled": c, "row_width": grid_width if r else None}
+            )
+
+        image_generation.jacobi_image_codes = patched
         stats: dict[str, int] = {}
         start = time.perf_counter()
         for i in range(args.images):
@@ -49,7 +56,7 @@ def main() -> None:
             pipe.draw(request, speculative="jacobi", stats=stats)
         seconds = time.perf_counter() - start
         print(
-            f"| {'coupled' if coupled else 'independent'} | {args.images} | {stats['tokens']} | "
+            f"| {name} | {args.images} | {stats['tokens']} | "
             f"{stats['forwards']} | {stats['tokens'] / stats['forwards']:.2f} | {seconds:.1f} |"
         )
     image_generation.jacobi_image_codes = jacobi_image_codes

@@ -109,10 +109,13 @@ class MarkovEngine:
         return dist
 
 
-@pytest.mark.parametrize("coupled", [True, False])
-def test_jacobi_follows_a_context_dependent_chain_exactly(coupled: bool) -> None:
+@pytest.mark.parametrize(("coupled", "row_width"), [(True, None), (False, None), (True, 2)])
+def test_jacobi_follows_a_context_dependent_chain_exactly(
+    coupled: bool, row_width: int | None
+) -> None:
     """On a chain where every distribution hinges on the previous code, SJD's sequences
-    (5 codes, window 4) follow the chain's exact distribution, coupled or not; keeping stale
+    (5 codes, window 4) follow the chain's exact distribution, coupled or not, with new
+    slots drafted uniformly or as the code "one row up" (point-mass drafts); keeping stale
     drafts without the coupling's acceptance step would not (checked by hand: p-value 0.0)."""
     engine = MarkovEngine()
     exact = engine.exact(5)
@@ -125,8 +128,9 @@ def test_jacobi_follows_a_context_dependent_chain_exactly(coupled: bool) -> None
     index = {o: i for i, o in enumerate(outcomes)}
     for _ in range(n):
         codes, used = jacobi_image_codes(
-            engine, [[1]], engine.layout, sampling, 5, generator, window=4, coupled=coupled
-        )
+            engine, [[1]], engine.layout, sampling, 5, generator, window=4, coupled=coupled,
+            row_width=row_width,
+        )  # fmt: skip
         counts[index[tuple(codes.tolist())]] += 1
         forwards += used
     assert chi_square_p_value(counts, probs) > ALPHA

@@ -288,6 +288,7 @@ def _jacobi_chunk(
         generators[0],
         window=window,
         progress=progress,
+        row_width=request.grid[1],  # new slots drafted as the code one row up
     )
     _add_stats(stats, forwards, n_tokens)
     return codes[None]

@@ -127,11 +127,14 @@ def jacobi_image_codes(
     window: int,
     progress: ProgressFn | None = None,
     coupled: bool = True,
+    row_width: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Draw ``n_tokens`` codes of one image (``rows``: its conditional prompt, then the
     unconditional one when guidance is on) with SJD; returns the codes ``(n_tokens,)`` and
     the number of forward passes (the prefill included). ``coupled``: re-draft the window by
-    :func:`coupled_redraft` (the default) instead of independent draws."""
+    :func:`coupled_redraft` (the default) instead of independent draws. ``row_width``: the
+    code grid's width; new slots are then drafted as the code one row up (a point-mass
+    draft, accepted with probability ``p(code)``) instead of a uniform random code."""
     k = layout.codebook_size
     n_drafts = window - 1
     uniform = torch.full((k,), 1.0 / k, dtype=torch.float64)
@@ -140,8 +143,26 @@ def jacobi_image_codes(
     codes = [int(_draw(_probs(logits[:, None], sampling)[:1], generator)[0])]
     if progress is not None:
         progress(1, n_tokens)
-    drafts = torch.randint(0, k, (n_drafts,), generator=generator)  # (D,)
-    draft_probs = uniform.expand(n_drafts, k)  # (D, K)
+
+    def fresh(count: int, known: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drafts for new slots at code indices len(known) ..: the code one row up where
+        ``row_width`` is given and it exists (drawn from a point mass: its probability is
+        1), else a uniform random code."""
+        drafts, probs = [], []
+        for i in range(count):
+            above = len(known) + i - row_width if row_width else -1
+            if above >= 0:
+                code = known[above] if above < len(known) else int(drafts[above - len(known)])
+                drafts.append(torch.tensor(code))
+                probs.append(torch.nn.functional.one_hot(torch.tensor(code), k).double())
+            else:
+                drafts.append(torch.randint(0, k, (), generator=generator))
+                probs.append(uniform)
+        if not drafts:
+            return torch.zeros(0, dtype=torch.long), uniform.new_zeros(0, k)
+        return torch.stack(drafts), torch.stack(probs)
+
+    drafts, draft_probs = fresh(n_drafts, codes)  # (D,), (D, K)
     offsets = torch.arange(window, device=positions.device)  # (W,)
     while len(codes) < n_tokens:
         inputs = torch.cat([torch.tensor([codes[-1]]), drafts])  # (W,)
@@ -163,13 +184,15 @@ def jacobi_image_codes(
             progress(min(len(codes), n_tokens), n_tokens)
         # Next window: refined drafts from this forward, then fresh uniform ones.
         refined = target[accepted + 1 :]  # (W - 1 - accepted, K)
-        fresh = n_drafts - refined.shape[0]
+        n_fresh = n_drafts - refined.shape[0]
         if coupled:  # keep an untested old draft where the refined distribution allows it
             old = slice(accepted + 1, n_drafts)  # drafts never tested, at the same positions
-            new = [coupled_redraft(drafts[old], draft_probs[old], refined, generator)]
+            kept = coupled_redraft(drafts[old], draft_probs[old], refined, generator)
+        elif refined.shape[0]:
+            kept = _draw(refined, generator)
         else:
-            new = [_draw(refined, generator)] if refined.shape[0] else []
-        new.append(torch.randint(0, k, (fresh,), generator=generator))
-        drafts = torch.cat(new)
-        draft_probs = torch.cat([refined, uniform.expand(fresh, k)])
+            kept = torch.zeros(0, dtype=torch.long)
+        new, new_probs = fresh(n_fresh, codes + kept.tolist())
+        drafts = torch.cat([kept, new])
+        draft_probs = torch.cat([refined, new_probs])
     return torch.tensor(codes[:n_tokens], dtype=torch.long), forwards
