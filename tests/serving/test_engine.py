@@ -182,13 +182,13 @@ def test_bounded_queue_and_row_budget(pipe: Pipeline) -> None:
 
 def test_growing_cache_layer_appends_like_concatenation() -> None:
     """The engine's cache layer writes decode steps into spare columns; across a regrowth of
-    its buffer (more than _SPARE_COLUMNS appends) it holds exactly what concatenation holds."""
-    from liquidgen.serving.engine import _SPARE_COLUMNS, _GrowingLayer
+    its buffer (more than SPARE_COLUMNS appends) it holds exactly what concatenation holds."""
+    from liquidgen.serving.batch_cache import SPARE_COLUMNS, GrowingLayer
 
     g = torch.Generator().manual_seed(0)
     keys, values = torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g)
-    layer = _GrowingLayer(keys, values)
-    for step in range(_SPARE_COLUMNS + 7):
+    layer = GrowingLayer(keys, values)
+    for step in range(SPARE_COLUMNS + 7):
         n = 2 if step == 3 else 1  # a multi-token update too
         k, v = torch.randn(3, 2, n, 4, generator=g), torch.randn(3, 2, n, 4, generator=g)
         keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)

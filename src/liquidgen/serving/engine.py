@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import abc
 import collections
-import ctypes
 import dataclasses
 import threading
 import time
@@ -50,6 +49,7 @@ from liquidgen.inference.decoding import ImageRowLogits, cache_kwargs, left_pad
 from liquidgen.inference.sampling import ImageSampling, sample_from_probs
 from liquidgen.inference.text_generation import TextStream, strip_leading
 from liquidgen.model.head import DecoderHead
+from liquidgen.serving.batch_cache import GrowingLayer, pad_left, release_freed_memory
 from liquidgen.serving.jobs import (
     EngineStopped,
     Event,
@@ -286,7 +286,7 @@ class Engine:
         while True:
             with self._lock:
                 if not self._stopping and not self._pending and not self._active:
-                    _release_freed_memory()
+                    release_freed_memory()
                 while not self._stopping and not self._pending and not self._active:
                     self._lock.wait()
                 if self._stopping:
@@ -376,7 +376,7 @@ class Engine:
         self.stats.prefills += 1
         if self._cache is None:
             for i, layer in enumerate(cache.layers):
-                cache.layers[i] = _GrowingLayer(layer.keys, layer.values)
+                cache.layers[i] = GrowingLayer(layer.keys, layer.values)
             self._cache, self._mask, self._hidden = cache, mask, hidden
             self._next_pos = positions[:, -1] + 1
             self._seqs = list(joining)
@@ -384,11 +384,11 @@ class Engine:
             length = max(self._mask.shape[1], mask.shape[1])
             layers = self._cache.layers
             for i, (old, new) in enumerate(zip(layers, cache.layers, strict=True)):
-                layers[i] = _GrowingLayer(
-                    torch.cat([_pad_left(old.keys, length, 2), _pad_left(new.keys, length, 2)]),
-                    torch.cat([_pad_left(old.values, length, 2), _pad_left(new.values, length, 2)]),
+                layers[i] = GrowingLayer(
+                    torch.cat([pad_left(old.keys, length, 2), pad_left(new.keys, length, 2)]),
+                    torch.cat([pad_left(old.values, length, 2), pad_left(new.values, length, 2)]),
                 )
-            self._mask = torch.cat([_pad_left(self._mask, length, 1), _pad_left(mask, length, 1)])
+            self._mask = torch.cat([pad_left(self._mask, length, 1), pad_left(mask, length, 1)])
             self._hidden = torch.cat([self._hidden, hidden])
             self._next_pos = torch.cat([self._next_pos, positions[:, -1] + 1])
             self._seqs += joining
@@ -513,7 +513,7 @@ class Engine:
         first = int(used[0]) if used.numel() else 0
         layers = self._cache.layers
         for i, layer in enumerate(layers):
-            layers[i] = _GrowingLayer(layer.keys[keep, :, first:], layer.values[keep, :, first:])
+            layers[i] = GrowingLayer(layer.keys[keep, :, first:], layer.values[keep, :, first:])
         self._mask = mask[:, first:].contiguous()
         self._hidden = self._hidden[keep]
         self._next_pos = self._next_pos[keep]
@@ -571,77 +571,3 @@ class _FullHead(DecoderHead):
 
     def model_name(self) -> str:
         return type(self.model).__name__
-
-
-class _GrowingLayer(DynamicLayer):
-    """A full-attention cache layer whose keys and values live in a buffer with spare
-    columns: a decode step writes its token into the next spare column instead of
-    concatenating (copying) the whole batch cache, as :class:`DynamicLayer` does every step.
-    A full buffer is copied into one with ``_SPARE_COLUMNS`` more (a copy every 64 steps, not
-    every step); re-packing the batch (a join or a drop) builds a new layer.
-    ``keys`` / ``values`` stay views of the filled columns: ``(R, heads, length, head_dim)``.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()
-        self.is_initialized = True
-        self.device = keys.device
-        self._fill(keys, values)
-
-    def _fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        rows, heads, length, dim = keys.shape
-        capacity = length + _SPARE_COLUMNS
-        self._keys = keys.new_empty(rows, heads, capacity, dim)
-        self._values = values.new_empty(rows, values.shape[1], capacity, values.shape[3])
-        self._keys[:, :, :length] = keys
-        self._values[:, :, :length] = values
-        self._length = length
-        self._view()
-
-    def _view(self) -> None:
-        self.keys = self._keys[:, :, : self._length]
-        self.values = self._values[:, :, : self._length]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = key_states.shape[-2]
-        if self._length + n > self._keys.shape[2]:
-            self._fill(self.keys, self.values)
-        self._keys[:, :, self._length : self._length + n] = key_states
-        self._values[:, :, self._length : self._length + n] = value_states
-        self._length += n
-        self._view()
-        return self.keys, self.values
-
-
-_SPARE_COLUMNS = 64  # free columns of a _GrowingLayer: an 8x8-code image's whole decode
-
-
-def _release_freed_memory() -> None:
-    """Give the heap pages freed by dropped KV caches back to the OS (glibc's
-    ``malloc_trim``) when the engine goes idle, so the server's RSS returns to its resting
-    size after a burst instead of staying at the peak. A no-op where glibc is absent."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc() -> Any:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """Zero-pad ``t`` on the left of ``dim`` to ``length``."""
-    missing = length - t.shape[dim]
-    if missing == 0:
-        return t
-    pad = [0, 0] * (t.dim() - dim - 1) + [missing, 0]
-    return F.pad(t, pad)
