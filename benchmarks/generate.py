@@ -35,6 +35,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -335,6 +336,24 @@ def _run(target, args: tuple) -> dict:  # type: ignore[no-untyped-def]
     return result
 
 
+def _launches(methods: Sequence[str], launches: int, run: Callable[[str], dict]) -> dict:
+    """Each method measured in ``launches`` fresh processes, the methods alternating (a slow
+    spell of the machine hits all of them); per method the launch of median seconds, with
+    every launch's seconds in ``launch_seconds``."""
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for _ in range(launches):
+        for method in methods:
+            runs[method].append(run(method))
+    out = {}
+    for method, results in runs.items():
+        ordered = sorted(results, key=lambda r: r["seconds"])
+        out[method] = {
+            **ordered[len(ordered) // 2],
+            "launch_seconds": [r["seconds"] for r in results],
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     models = [*MODELS, SHIPPED]
@@ -360,6 +379,11 @@ def main() -> None:
     parser.add_argument(
         "--text", action="store_true",
         help=f"also time greedy text decoding ({TEXT_TOKENS} tokens): " + ", ".join(TEXT_METHODS),
+    )  # fmt: skip
+    parser.add_argument(
+        "--launches", type=int, default=1,
+        help="fresh processes per method, alternating; the median launch is reported (the speed "
+        "of one process varies between launches by up to ~25%% on small machines)",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON to PATH")
     args = parser.parse_args()
@@ -388,12 +412,17 @@ def main() -> None:
     for name in args.models:
         for dtype_name in args.dtypes:
             reference = None
-            for method in args.methods:
-                result = _run(
+            results = _launches(
+                args.methods,
+                args.launches,
+                lambda m, name=name, dtype_name=dtype_name: _run(
                     measure,
-                    (name, dtype_name, method, args.tokens, args.repeats, args.threads,
+                    (name, dtype_name, m, args.tokens, args.repeats, args.threads,
                      args.jacobi_window),
-                )  # fmt: skip
+                ),
+            )  # fmt: skip
+            for method in args.methods:
+                result = results[method]
                 tokens, seconds = result["tokens"], result["seconds"]
                 per_step = result["step_bytes"]
                 bound = 256 * per_step / bandwidth
@@ -408,6 +437,7 @@ def main() -> None:
                     forwards=result["forwards"], fraction_of_bound=of_bound,
                     warmup_seconds=result["warmup_seconds"], peak_rss_mb=result["peak_rss_mb"],
                     bound_seconds_at_256=bound, step_mb=per_step / 1e6,
+                    launch_seconds=result["launch_seconds"],
                 )  # fmt: skip
                 rows.append(row)
                 ratio = "" if reference is None else f"{reference / seconds:.2f}"
@@ -429,8 +459,15 @@ def main() -> None:
         for name in args.models:
             for dtype_name in args.dtypes:
                 base = None
+                results = _launches(
+                    TEXT_METHODS,
+                    args.launches,
+                    lambda m, name=name, dtype_name=dtype_name: _run(
+                        measure_text, (name, dtype_name, m, args.threads)
+                    ),
+                )
                 for method in TEXT_METHODS:
-                    result = _run(measure_text, (name, dtype_name, method, args.threads))
+                    result = results[method]
                     rate = result["tokens"] / result["seconds"]
                     base = rate if method == "text-dynamic" else base
                     ratio = "" if base is None else f"{rate / base:.2f}"
@@ -439,6 +476,7 @@ def main() -> None:
                         seconds=result["seconds"], tokens_per_second=rate,
                         speedup_vs_dynamic=None if base is None else rate / base,
                         warmup_seconds=result["warmup_seconds"],
+                        launch_seconds=result["launch_seconds"],
                     ))  # fmt: skip
                     print(f"| {name:<14} | {dtype_name:<8} | {method:<13} | {rate:8.1f} "
                           f"| {ratio:>9} | {result['warmup_seconds']:9.1f} |", flush=True)  # fmt: skip
