@@ -307,3 +307,33 @@ def test_compiled_step_draws_the_same_codes_as_eager(recwarn: pytest.WarningsRec
     assert torch.equal(compiled, eager)
     assert not [w for w in recwarn if "eagerly" in str(w.message)]  # no eager fallback
     clear_engines(model)
+
+
+def test_a_failed_compilation_is_not_retried_by_later_engines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step whose compilation fails falls back to eager with one warning, and the engines
+    built after it (one per image) run eagerly at once instead of compiling again."""
+    import liquidgen.inference.static as static
+
+    attempts = []  # calls of a compiled function: each is a (failing) compilation
+
+    def broken_compile(fn, **kwargs):
+        def fail(*args):
+            attempts.append(kwargs.get("mode"))
+            raise RuntimeError("LoweringException: a kernel inductor cannot lower")
+
+        return fail
+
+    monkeypatch.setattr(static, "_COMPILE_FAILED", set())
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = tiny_model("llama")
+    eager = _codes(model, static_cache=True)
+    clear_engines(model)
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        first = _codes(model, static_cache=True, compile=True)
+    assert torch.equal(first, eager) and len(attempts) == 1
+    clear_engines(model)
+    again = _codes(model, static_cache=True, compile=True)  # new engines, same process
+    assert torch.equal(again, eager) and len(attempts) == 1
+    clear_engines(model)
