@@ -56,6 +56,21 @@ def _kernel_works(weight: torch.Tensor, scale: torch.Tensor) -> bool:
     return True
 
 
+@torch.library.custom_op("liquidgen::int8_mm", mutates_args=())
+def int8_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x (N, I) @ (weight (O, I) int8 * scale (O,)).T`` by ``torch._weight_int8pack_mm``.
+
+    Wrapped as an opaque custom op so that ``torch.compile`` calls the kernel as it is: traced
+    directly, inductor's lowering of ``_weight_int8pack_mm`` fails on torch 2.13
+    (``LoweringException``), and the compiled int8 decode step fell back to eager."""
+    return torch._weight_int8pack_mm(x, weight, scale)
+
+
+@int8_mm.register_fake
+def _int8_mm_shape(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if x.device.type == "cpu" and x.dtype == torch.float32:
         return torch.bfloat16  # the kernel's fast path on CPU (see the module docstring)
@@ -84,7 +99,7 @@ class Int8Linear(nn.Module):
         dtype = _compute_dtype(x)
         x2 = x.reshape(-1, self.in_features).to(dtype)
         if self._fast:
-            y = torch._weight_int8pack_mm(x2, self.weight_int8, self.scale.to(dtype))
+            y = int8_mm(x2, self.weight_int8, self.scale.to(dtype))
         else:
             y = F.linear(x2, self.weight_int8.to(dtype)) * self.scale.to(dtype)
         y = y.to(x.dtype)
