@@ -97,7 +97,7 @@ class MarkovEngine:
         return self.chain[codes].log()
 
     def rewind(self, n):
-        pass
+        """Nothing to forget: the chain keeps no cache, it reads only the token it is given."""
 
     def exact(self, length):
         dist = {}
