@@ -30,8 +30,6 @@ import asyncio
 import base64
 import io
 import json
-import os
-import platform
 import random
 import socket
 import subprocess
@@ -40,6 +38,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from machine_info import machine
 
 HOST = "127.0.0.1"  # loopback only
 
@@ -329,16 +329,6 @@ def launches(args: argparse.Namespace) -> dict:
         "single_median_s": mid_single,
         "overhead": mid_served / mid_single - 1,
     }
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        cpu = f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs"
-    except OSError:
-        cpu = platform.processor()
-    return f"{cpu}; load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}"
 
 
 def main() -> None:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from machine_info import machine
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -120,16 +120,6 @@ def run_variant(args: argparse.Namespace) -> dict:
         "non_embedding_params": non_embedding,
         "vocab": vocab,
     }
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        cpu = f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs"
-    except OSError:
-        cpu = platform.processor()
-    return f"{cpu}; load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}"
 
 
 def main() -> None:

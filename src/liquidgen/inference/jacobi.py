@@ -100,8 +100,8 @@ def coupled_redraft(
     only that a draft be drawn from the distribution it is tested against; but where the
     refined distribution barely moved, the draft stays the same token, so the window's later
     positions keep the context their distributions were computed in and more of them are
-    accepted (MC-SJD, "maximal coupling" speculative Jacobi decoding, 2025). Independent
-    re-draws change the drafts at every iteration and throw that context away.
+    accepted (the coupled drafts of later SJD variants). Independent re-draws change the
+    drafts at every iteration and throw that context away.
     """
     kept = old.shape[0]
     out = []
