@@ -19,7 +19,7 @@ process so that its peak RSS is its own:
 - ``liquidgen-sjd``: static + compiled + speculative Jacobi decoding (``--jacobi-window``).
 
 ``--text`` adds a table of greedy text decoding (the path of answers and chat): DynamicCache
-(before) vs the static cache, eager and compiled.
+(before) vs the static cache, eager, compiled, and compiled with int8 weights.
 
 The bandwidth bound is the time to stream, once per step, every byte the step must read (decoder
 weights, the LM-head rows it uses, the KV cache at mid-image) at the memory bandwidth measured
@@ -90,7 +90,7 @@ METHODS = (
     "liquidgen-int8",
     "liquidgen-sjd",
 )
-TEXT_METHODS = ("text-dynamic", "text-static", "text-compiled")
+TEXT_METHODS = ("text-dynamic", "text-static", "text-compiled", "text-int8")
 TEXT_TOKENS = 64  # greedy tokens per text generation (no stop id)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -265,7 +265,12 @@ def measure_text(name: str, dtype_name: str, method: str, threads: int, queue: m
         "text-dynamic": dict(static_cache=False),
         "text-static": dict(static_cache=True),
         "text-compiled": dict(static_cache=True, compile=True),
+        "text-int8": dict(static_cache=True, compile=True),
     }[method]
+    if method == "text-int8":
+        from liquidgen.inference.quantize import quantize_int8
+
+        quantize_int8(model)
 
     class Ids:
         def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
