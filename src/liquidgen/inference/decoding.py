@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
@@ -52,7 +51,6 @@ ProgressFn = Callable[[int, int], None]  # (tokens drawn so far, total)
 Step = Callable[[torch.Tensor], torch.Tensor]  # tokens fed back (R,) -> next logits (R, V')
 
 
-@functools.cache
 def _cache_keyword(model_class: type) -> str:
     """Name of the KV-cache argument of ``model_class.forward``.
 
@@ -71,9 +69,18 @@ def _cache_keyword(model_class: type) -> str:
     return "past_key_values"
 
 
+# model class -> its cache keyword. A plain dict rather than functools.cache: the compiled
+# decode step calls cache_kwargs, and dynamo reads a dict as a constant but warns at every
+# compilation that it traces through an lru_cache wrapper.
+_CACHE_KEYWORDS: dict[type, str] = {}
+
+
 def cache_kwargs(module: torch.nn.Module, cache: DynamicCache | None) -> dict[str, object]:
     """``{<cache keyword>: cache}`` for ``module``'s forward, whichever transformers names it."""
-    return {_cache_keyword(type(module)): cache}
+    keyword = _CACHE_KEYWORDS.get(type(module))
+    if keyword is None:
+        keyword = _CACHE_KEYWORDS[type(module)] = _cache_keyword(type(module))
+    return {keyword: cache}
 
 
 # --------------------------------------------------------------------------- logits functions
