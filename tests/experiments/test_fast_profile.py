@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -56,16 +57,16 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
         assert record["tokens"] > 0
         assert record["flops"] == 6.0 * record["params_non_embedding"] * record["tokens"]
         model = json.loads((out / "models" / f"{record['size']}-s0/model/config.json").read_text())
-        targets = sum(
-            r["targets"]
-            for r in map(json.loads, (out / "runs" / record["run"] / "train/metrics.jsonl").open())
-            if r["kind"] == "train"
-        )
+        log = out / "runs" / record["run"] / "train/metrics.jsonl"
+        train = [r for r in map(json.loads, log.open()) if r["kind"] == "train"]
+        targets = sum(r["targets"] for r in train)
         assert targets > 0 and record["flops_head"] == (
             6.0 * model["hidden_size"] * model["vocab_size"] * targets
         )
         assert record["flops_total"] == record["flops"] + record["flops_head"]
         assert math.isfinite(record["val/t2i/loss"]) and record["wall_seconds"] > 0
+        rates = [r["tokens_per_s"] for r in train if r["tokens_per_s"] > 0]
+        assert record["busy_seconds"] == round(record["tokens"] / statistics.median(rates), 1)
         assert record["command"].endswith(f"liquidgen train {out}/runs/{record['run']}/train.yaml")
     assert by_run["w32_t2i_s0_b4"]["params"] > by_run["w16_t2i_s0_b4"]["params"]
     with (out / "results.csv").open() as f:
@@ -103,13 +104,16 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
     marker = out / "runs" / RUNS[1] / "done.json"
     old = json.loads(marker.read_text())
     marker.write_text(
-        json.dumps({k: v for k, v in old.items() if k not in ("flops_head", "flops_total")})
+        json.dumps(
+            {k: v for k, v in old.items() if k not in ("flops_head", "flops_total", "busy_seconds")}
+        )
     )
 
     # --report: the fit on the 4 (compute, loss) points, the frontier, the PNGs
     assert main([*args, "--report"]) == 0
     gathered = {r["run"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
     assert gathered[RUNS[1]]["flops_total"] == old["flops_total"] > old["flops"]
+    assert gathered[RUNS[1]]["busy_seconds"] == old["busy_seconds"] > 0
     report = out / "report"
     for png in ("scaling.png", "curves.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -312,7 +312,8 @@ ANALYSES: dict[str, Callable[[list[dict[str, Any]], dict[str, Any], Path], Secti
     "curves": curves,
 }
 SUMMARY_COLUMNS = (
-    "run", "params_non_embedding", "steps", "tokens", "flops", "flops_total", "wall_seconds",
+    "run", "params_non_embedding", "steps", "tokens", "flops", "flops_total", "busy_seconds",
+    "wall_seconds",
 )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ import json
 import math
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ RESULTS_CSV = "results.csv"
 COLUMNS = (
     "run", "size", "mixture", "seed", "budget", "max_steps", "steps", "params",
     "params_non_embedding", "tokens", "flops", "flops_head", "flops_total", "train_loss",
-    "train_seconds", "eval_seconds", "wall_seconds",
+    "train_seconds", "busy_seconds", "eval_seconds", "wall_seconds",
 )  # fmt: skip
 # evaluation results kept in the table (the whole results.json stays in RUN/eval)
 EVAL_COLUMNS = {
@@ -134,6 +135,24 @@ def head_flops(model_dir: str | Path, train_records: Sequence[dict[str, Any]]) -
     config = config.get("text_config", config)
     targets = sum(int(r.get("targets", 0)) for r in train_records)
     return 6.0 * config["hidden_size"] * config["vocab_size"] * targets
+
+
+def busy_seconds(train_records: Sequence[dict[str, Any]]) -> float | None:
+    """Training seconds at the run's own median speed: its real tokens over the median
+    ``tokens_per_s`` of its ``train`` log records.
+
+    ``train_seconds`` is the wall clock of the invocation that finished the run: it leaves out
+    the part trained before a resume and counts any time the process was paused or starved.
+    This figure counts every token and none of the stalls, so runs can be compared and a grid's
+    cost stated; it is ``None`` when the log has no rate."""
+    rates = sorted(
+        float(r["tokens_per_s"]) for r in train_records if _number(r.get("tokens_per_s"))
+    )
+    rates = [r for r in rates if r > 0]
+    if not rates:
+        return None
+    tokens = sum(int(r.get("tokens", 0)) for r in train_records)
+    return round(tokens / statistics.median(rates), 1)
 
 
 def _trim_layer_types(config: Any, layers: int) -> None:
@@ -483,6 +502,7 @@ class Runner:
             "flops_total": 6.0 * non_embedding * tokens + head,
             "train_loss": train[-1].get("loss") if train else None,
             "train_seconds": seconds.get("train"),
+            "busy_seconds": busy_seconds(train),
             "eval_seconds": seconds.get("eval"),
             "wall_seconds": round(sum(seconds.values()), 1),
         }
@@ -528,12 +548,15 @@ class Runner:
             done = self.exp.run_dir(run) / DONE_FILE
             if done.is_file():
                 record = json.loads(done.read_text())
-                if "flops_total" not in record:  # a marker written before the column existed
+                # markers written before a column existed get it from the run's log
+                if "flops_total" not in record or "busy_seconds" not in record:
                     train = [
                         r
                         for r in _read_jsonl(self.exp.run_dir(run) / "train" / "metrics.jsonl")
                         if r.get("kind") == "train"
                     ]
+                    record["busy_seconds"] = busy_seconds(train)
+                if "flops_total" not in record:
                     model = self.exp.model_dir(run.size, run.seed) / "model"
                     record["flops_head"] = head_flops(model, train)
                     record["flops_total"] = record["flops"] + record["flops_head"]
