@@ -62,6 +62,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
             return f"{value:.3g}"
         if value.is_integer() and abs(value) >= 10:  # counts averaged over runs
             return f"{value:.0f}"
+        if abs(value) >= 100:  # seconds, token counts: the 4th decimal is noise
+            return f"{value:.1f}"
         return f"{value:.{digits}f}"
     return str(value)
 
