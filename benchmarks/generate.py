@@ -47,6 +47,7 @@ from liquidgen.inference.generation import (
     generate_text,
     left_pad,
 )
+from liquidgen.inference.quantize import apply_quantization
 from liquidgen.inference.sampling import (
     DEFAULT_CFG_SCALE,
     DEFAULT_TEMPERATURE,
@@ -91,15 +92,18 @@ METHODS = (
     "liquidgen-sjd",
 )
 TEXT_METHODS = ("text-dynamic", "text-static", "text-compiled", "text-int8")
+INT8_METHODS = ("liquidgen-int8", "text-int8")  # loaded with quantize="int8"
 TEXT_TOKENS = 64  # greedy tokens per text generation (no stop id)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def build(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, VocabLayout]:
+def build(
+    name: str, dtype: torch.dtype, quantize: str | None = None
+) -> tuple[PreTrainedModel, VocabLayout]:
     """A randomly initialised Qwen2 model of shape ``name`` (or the shipped model) and its
-    vocabulary layout."""
+    vocabulary layout, quantized as the pipeline's ``quantize`` load option does."""
     if name == SHIPPED:
-        pipe = shipped_pipeline(dtype)
+        pipe = shipped_pipeline(dtype, quantize)
         return pipe.model, pipe.layout
     shape = dict(MODELS[name])
     text_vocab = shape.pop("text_vocab")
@@ -118,7 +122,7 @@ def build(name: str, dtype: torch.dtype) -> tuple[PreTrainedModel, VocabLayout]:
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.eval(), layout
+    return apply_quantization(model.eval(), quantize), layout
 
 
 def shipped_pipeline(dtype: torch.dtype, quantize: str | None = None):  # -> Pipeline
@@ -200,16 +204,12 @@ def measure(
     (best of ``repeats``)."""
     torch.set_num_threads(threads)
     dtype = DTYPES[dtype_name]
-    model, layout = build(name, dtype)
+    model, layout = build(name, dtype, "int8" if method in INT8_METHODS else None)
     if name == SHIPPED:
         cond, uncond, grid = shipped_request(dtype)
         n_tokens = grid[0] * grid[1]
     else:
         cond, uncond = prompts(layout)
-    if method == "liquidgen-int8":
-        from liquidgen.inference.quantize import quantize_int8
-
-        quantize_int8(model)
     options = {
         "reference": {},
         "liquidgen-full": dict(image_rows_only=False, static_cache=False),
@@ -258,7 +258,7 @@ def measure(
 def measure_text(name: str, dtype_name: str, method: str, threads: int, queue: mp.Queue) -> None:
     """Worker process: greedy text decoding of :data:`TEXT_TOKENS` tokens, timed after a warm-up."""
     torch.set_num_threads(threads)
-    model, layout = build(name, DTYPES[dtype_name])
+    model, layout = build(name, DTYPES[dtype_name], "int8" if method in INT8_METHODS else None)
     cond, _ = prompts(layout) if name != SHIPPED else shipped_request(DTYPES[dtype_name])[:2]
     prompt = cond[:-1]  # text prompt (no <boi>)
     options = {
@@ -267,10 +267,6 @@ def measure_text(name: str, dtype_name: str, method: str, threads: int, queue: m
         "text-compiled": dict(static_cache=True, compile=True),
         "text-int8": dict(static_cache=True, compile=True),
     }[method]
-    if method == "text-int8":
-        from liquidgen.inference.quantize import quantize_int8
-
-        quantize_int8(model)
 
     class Ids:
         def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:

@@ -145,10 +145,11 @@ def busy_seconds(train_records: Sequence[dict[str, Any]]) -> float | None:
     the part trained before a resume and counts any time the process was paused or starved.
     This figure counts every token and none of the stalls, so runs can be compared and a grid's
     cost stated; it is ``None`` when the log has no rate."""
-    rates = sorted(
-        float(r["tokens_per_s"]) for r in train_records if _number(r.get("tokens_per_s"))
-    )
-    rates = [r for r in rates if r > 0]
+    rates = [
+        float(r["tokens_per_s"])
+        for r in train_records
+        if _number(r.get("tokens_per_s")) and r["tokens_per_s"] > 0
+    ]
     if not rates:
         return None
     tokens = sum(int(r.get("tokens", 0)) for r in train_records)
@@ -548,18 +549,17 @@ class Runner:
             done = self.exp.run_dir(run) / DONE_FILE
             if done.is_file():
                 record = json.loads(done.read_text())
-                # markers written before a column existed get it from the run's log
-                if "flops_total" not in record or "busy_seconds" not in record:
-                    train = [
-                        r
-                        for r in _read_jsonl(self.exp.run_dir(run) / "train" / "metrics.jsonl")
-                        if r.get("kind") == "train"
-                    ]
-                    record["busy_seconds"] = busy_seconds(train)
-                if "flops_total" not in record:
-                    model = self.exp.model_dir(run.size, run.seed) / "model"
-                    record["flops_head"] = head_flops(model, train)
-                    record["flops_total"] = record["flops"] + record["flops_head"]
+                # a marker written before a column existed gets it from the run's log
+                missing = {"busy_seconds", "flops_total"} - record.keys()
+                if missing:
+                    log = self.exp.run_dir(run) / "train" / "metrics.jsonl"
+                    train = [r for r in _read_jsonl(log) if r.get("kind") == "train"]
+                    if "busy_seconds" in missing:
+                        record["busy_seconds"] = busy_seconds(train)
+                    if "flops_total" in missing:
+                        model = self.exp.model_dir(run.size, run.seed) / "model"
+                        record["flops_head"] = head_flops(model, train)
+                        record["flops_total"] = record["flops"] + record["flops_head"]
                 out.append(record)
         return out
 
