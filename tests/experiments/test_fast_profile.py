@@ -124,6 +124,35 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
     assert "## Scaling" in (report / "report.md").read_text()
 
 
+def test_two_jobs_share_the_grid_and_a_held_run_is_left_to_its_holder(
+    tmp_path: Path, tiny_recipe: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from liquidgen.utils.io import file_lock
+
+    out = tmp_path / "exp"
+    args = ["experiment", str(FAST), "--set", f"data_from={tiny_recipe}", "--set", f"out_dir={out}"]
+    # a run whose lock another process holds is skipped, not trained twice
+    with file_lock(out / "runs" / RUNS[0] / ".lock"):
+        assert main([*args, "--quiet", "--only", RUNS[0], RUNS[1]]) == 0
+    printed = capfd.readouterr().out
+    assert f"{RUNS[0]}: another process has it" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in results["runs"]] == [RUNS[1]] and RUNS[0] in results["missing"]
+
+    # --jobs 2: a second process of the same command; every run is trained exactly once
+    assert main([*args, "--quiet", "--jobs", "2"]) == 0
+    printed = capfd.readouterr().out
+    assert "[experiment 2/2]" in printed  # the second process ran (and logged as job 2)
+    trained = [line for line in printed.splitlines() if ": training " in line]
+    assert sorted(line.split("] ")[1].split(":")[0] for line in trained) == sorted(set(RUNS) - {RUNS[1]})  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in results["runs"]] == RUNS and results["missing"] == []
+    for run in RUNS:
+        log = out / "runs" / run / "train" / "metrics.jsonl"
+        steps = [r["step"] for r in map(json.loads, log.open()) if r["kind"] == "train"]
+        assert steps == sorted(set(steps)) and steps[-1] == int(run.rsplit("_b", 1)[1])
+
+
 def test_first_layers_keeps_the_pretrained_weights_of_the_kept_layers(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

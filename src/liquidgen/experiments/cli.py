@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
+import subprocess
 import sys
 
 
+def _job_command(args: argparse.Namespace, job: int) -> list[str]:
+    """The command line of ``--jobs``' process number ``job`` (2..N): this one's grid,
+    ``--set`` and ``--only``, one job, no progress bars."""
+    command = [sys.executable, "-m", "liquidgen", "experiment", args.config, "--quiet"]
+    command += ["--job-name", f"{job}/{args.jobs}"]
+    for item in args.set:
+        command += ["--set", item]
+    if args.only:
+        command += ["--only", *args.only]
+    return command
+
+
 def _run_experiment(args: argparse.Namespace) -> int:
+    from liquidgen.errors import ConfigError, LiquidgenError
     from liquidgen.experiments.grid import Experiment
     from liquidgen.experiments.runner import Runner
 
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs needs >= 1 process, got {args.jobs}")
+    if args.jobs > 1 and (args.torchrun is not None or os.name != "posix"):
+        raise ConfigError(
+            "--jobs needs POSIX file locks and runs without --torchrun (torchrun already "
+            "runs each training on several processes)"
+        )
     experiment = Experiment.load(args.config, args.set)
+    name = args.job_name or (f"1/{args.jobs}" if args.jobs > 1 else "")
+    prefix = f"[experiment {name}]" if name else "[experiment]"
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
@@ -22,6 +46,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         torchrun=args.torchrun,
         torchrun_args=shlex.split(args.torchrun_args),
         progress=not args.quiet,
+        log=lambda message: print(f"{prefix} {message}", flush=True),
     )
     if args.dry_run:
         for row in runner.plan(args.only):
@@ -38,7 +63,26 @@ def _run_experiment(args: argparse.Namespace) -> int:
         return 0
     # a plain `kill` unwinds like an exception: the runs' clocks record the time spent
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    print(runner.run(args.only))
+    # --jobs N: N-1 more processes of this command; each trains the runs no other holds
+    jobs = [subprocess.Popen(_job_command(args, k)) for k in range(2, args.jobs + 1)]
+    failed = True
+    try:
+        results = runner.run(args.only)
+        failed = False
+    finally:
+        for job in jobs:
+            if failed:
+                job.terminate()
+            job.wait()
+    codes = [job.returncode for job in jobs]
+    if any(codes):
+        failures = sum(code != 0 for code in codes)
+        raise LiquidgenError(
+            f"--jobs: {failures} of the other processes failed (exit codes {codes})"
+        )
+    if jobs:
+        results = runner.collect()  # with the runs the other processes finished
+    print(results)
     return 0
 
 
@@ -87,5 +131,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override an experiment key, e.g. --set out_dir=/tmp/x --set seeds=[0]",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N runs at a time, each in its own process (default 1); give each run "
+        "threads=1 in `overrides:` so that N processes use N cores",
+    )
+    parser.add_argument("--job-name", default="", help=argparse.SUPPRESS)  # "2/3": log prefix
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run_experiment)

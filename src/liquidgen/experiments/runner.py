@@ -9,12 +9,18 @@ Layout of an experiment's ``out_dir``::
     runs/RUN/eval/             `liquidgen eval` of the final checkpoint (with `evaluate:`)
     runs/RUN/stage_times.json  wall-clock seconds of training and evaluation (kept on resume)
     runs/RUN/done.json         the run's results, written last: a run that has it is skipped
+    runs/RUN/.lock             held (flock) by the process training RUN
     results.json, results.csv  every finished run's results, in grid order
 
 Data are prepared once by the recipe named in ``data_from`` (stages 1-6 of
 :func:`liquidgen.recipes.build.prepare`: tokenizer, world data, text tokenizer, model,
 tokenized data), in the recipe's own ``work_dir``: every run, of every grid that names the
 same recipe, reads the same ``work_dir/tok`` folders.
+
+Several runner processes may share one grid (``--jobs N``, or the same command started
+twice, e.g. one per core): each run is trained by the process that holds its lock, which
+the others skip; data preparation and each model's build wait for the process doing them.
+The locks are ``flock`` locks, released when their holder exits or is killed.
 
 FLOPs are ``6 * N * D`` with ``N`` the non-embedding parameters (the input embedding and
 LM-head rows, text and image, are not counted) and ``D`` the real (non-padding) tokens the
@@ -27,6 +33,7 @@ flops_head`` is the compute a run actually spent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import io
@@ -38,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +54,10 @@ import yaml
 from liquidgen.errors import ConfigError, LiquidgenError
 from liquidgen.experiments.grid import Experiment, RunSpec, Size
 from liquidgen.utils.config import apply_overrides, read_yaml_mapping
-from liquidgen.utils.io import atomic_dir, atomic_path
+from liquidgen.utils.io import atomic_dir, atomic_path, file_lock
 
 DONE_FILE = "done.json"
+LOCK_FILE = ".lock"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 # the columns every results row has, in this order; val/* and eval/* follow, sorted
@@ -74,6 +82,18 @@ _HF_IDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 
 def _log(message: str) -> None:
     print(f"[experiment] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def _lock_or_wait(path: Path, what: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the lock at ``path``, saying so when another process has it and we wait."""
+    with file_lock(path, wait=False) as held:
+        if held:
+            yield
+            return
+    log(f"waiting: another process is {what}")
+    with file_lock(path):
+        yield
 
 
 # --------------------------------------------------------------------------- commands
@@ -355,18 +375,29 @@ class Runner:
         with atomic_path(union) as tmp:
             tmp.write_text(yaml.safe_dump({**raw, "data": {"sources": list(sources.values())}}))
         self.log(f"data: stages 1-6 of {self.exp.data_from} in {self.recipe.work_dir}")
-        return prepare(self.recipe, train_config=union, progress=self.progress)
+        work = Path(self.recipe.work_dir)
+        with _lock_or_wait(work / ".prepare.lock", f"preparing {work}", self.log):
+            return prepare(self.recipe, train_config=union, progress=self.progress)
 
     def build_model(self, size: Size, seed: int, prepared: Any) -> Path:
         """The model of ``size`` for ``seed`` (built once, reused by every run of it)."""
         from liquidgen.checkpoint import has_generation_defaults
-        from liquidgen.model.scratch import init_backbone, read_backbone_config
-        from liquidgen.recipes.build import build_model
 
         where = self.exp.model_dir(size, seed)
         model = where / "model"
         if has_generation_defaults(model):
             return model
+        with _lock_or_wait(where / LOCK_FILE, f"building {where}", self.log):
+            if has_generation_defaults(model):  # built by that other process
+                return model
+            return self._build_model(size, seed, prepared, where)
+
+    def _build_model(self, size: Size, seed: int, prepared: Any, where: Path) -> Path:
+        """:meth:`build_model`'s work, under the model folder's lock."""
+        from liquidgen.model.scratch import init_backbone, read_backbone_config
+        from liquidgen.recipes.build import build_model
+
+        model = where / "model"
         self.log(f"model {size.name} (seed {seed}, init {size.init})")
         backbone = where / "backbone"
         recipe = self.recipe
@@ -527,7 +558,8 @@ class Runner:
 
     # -- the whole grid ---------------------------------------------------------------
     def run(self, only: Sequence[str] | None = None) -> Path:
-        """Run every selected run not yet done (one after another), then gather results."""
+        """Run every selected run not yet done (one after another; runs another process
+        holds are skipped), then gather results."""
         runs = self.select(only)
         todo = [r for r in runs if self.status(r) != "done"]
         self.log(f"{self.exp.name}: {len(runs)} runs, {len(runs) - len(todo)} done already")
@@ -536,10 +568,16 @@ class Runner:
                 self.eval_settings()  # a bad `evaluate:` fails now, not after the first run
             prepared = self.prepare()
             for i, run in enumerate(todo, start=1):
-                self.log(f"run {i}/{len(todo)}: {run.name}")
-                start = time.time()
-                self.run_one(run, prepared)
-                self.log(f"{run.name}: done in {time.time() - start:.0f} s")
+                with file_lock(self.exp.run_dir(run) / LOCK_FILE, wait=False) as held:
+                    if not held:
+                        self.log(f"run {i}/{len(todo)}: {run.name}: another process has it")
+                        continue
+                    if self.status(run) == "done":  # finished meanwhile by another process
+                        continue
+                    self.log(f"run {i}/{len(todo)}: {run.name}")
+                    start = time.time()
+                    self.run_one(run, prepared)
+                    self.log(f"{run.name}: done in {time.time() - start:.0f} s")
         return self.collect()
 
     def records(self) -> list[dict[str, Any]]:

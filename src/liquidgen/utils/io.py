@@ -11,6 +11,8 @@
   or anything the user allowed with ``--overwrite``; and it checks that the location is
   writable before any work starts.
 - :func:`check_output_file` does the same for a single output file (``-o out.png``).
+- :func:`file_lock` is an advisory lock between processes (``flock``), released by the
+  kernel when its holder exits or is killed, so no stale lock outlives a crash.
 """
 
 from __future__ import annotations
@@ -293,3 +295,32 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     else:
         _check_parent(path)
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    Yields True when the lock is held; with ``wait=False`` yields False at once if another
+    process (or another open of the same file) holds it. The lock file is left in place:
+    removing it would let a third process lock a new file while the second holds the old
+    one. POSIX only (``fcntl``); elsewhere the lock is always granted.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no inter-process exclusion
+        yield True
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f.fileno(), flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
