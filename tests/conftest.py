@@ -14,3 +14,10 @@ GOLDEN = FIXTURES / "golden"
 def golden_dir() -> Path:
     """Folder with the authors' reference outputs (see tests/fixtures/golden/README.md)."""
     return GOLDEN
+
+
+@pytest.fixture
+def native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trainers asked for bf16 get it even where the CPU has no bf16 (they would fall back to
+    fp32, liquidgen.utils.device.training_bf16), so the bf16 path is tested on every machine."""
+    monkeypatch.setattr("liquidgen.utils.device.bf16_is_native", lambda device: True)

@@ -123,6 +123,14 @@ def test_the_fast_profile_runs_skips_when_done_gathers_and_reports(
     assert "b" in scaling["fit"] or "error" in scaling["fit"]
     assert "## Scaling" in (report / "report.md").read_text()
 
+    # --largest-first / --jobs: (decoder + LM head parameters) x steps, most expensive first
+    from liquidgen.experiments.grid import Experiment
+    from liquidgen.experiments.runner import Runner
+
+    runner = Runner(Experiment.load(str(FAST), args[3::2]))
+    ordered = runner.by_cost(runner.select(), prepared=None)  # models built: none rebuilt
+    assert [r.name for r in ordered] == [RUNS[3], RUNS[2], RUNS[1], RUNS[0]]
+
 
 def test_two_jobs_share_the_grid_and_a_held_run_is_left_to_its_holder(
     tmp_path: Path, tiny_recipe: Path, capfd: pytest.CaptureFixture[str]

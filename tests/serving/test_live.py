@@ -7,6 +7,7 @@ import io
 import time
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,8 +33,8 @@ def test_openai_images_generate(live, pipe: Pipeline) -> None:
     images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in result.data]
     assert [i.size for i in images] == [(16, 8), (16, 8)]
     expected = pipe("a blue square", n=2, width=16, height=8, seed=3, cfg_scale=2.0)
-    assert [list(i.convert("RGB").getdata()) for i in images] == [
-        list(e.getdata()) for e in expected
+    assert [np.asarray(i.convert("RGB")).tolist() for i in images] == [
+        np.asarray(e).tolist() for e in expected
     ]
 
 

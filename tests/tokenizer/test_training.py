@@ -18,6 +18,7 @@ from liquidgen.errors import ConfigError, ImageReadError
 from liquidgen.tokenizer import VQGAN
 from liquidgen.tokenizer.evaluate import evaluate_tokenizer, to_uint8_tensor
 from liquidgen.tokenizer.training import ImageBank, load_vq_config, nearest_size, train_vqgan
+from liquidgen.tokenizer.training.trainer import VQTrainer
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tokenizer-tiny.yaml"
 WORLD = TINY.with_name("tokenizer-world.yaml")
@@ -100,6 +101,7 @@ def _state(run: Path, step: int) -> dict[str, torch.Tensor]:
     return tensors
 
 
+@pytest.mark.usefixtures("native_bf16")
 def test_resume_after_interruption_equals_uninterrupted(tmp_path: Path) -> None:
     """Folder data with two sizes, bf16, EMA codebook, the GAN on: resumed in the same process,
     a run is bit-identical (a new process agrees to ~1e-7 only, docs/tokenizer.md)."""
@@ -137,6 +139,17 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path: Path) -> None:
     strip = [{k: v for k, v in r.items() if k != "sec_per_step"} for r in read_log(full_dir)]
     assert strip == [{k: v for k, v in r.items() if k != "sec_per_step"} for r in read_log(cut_dir)]
     assert full.last == resumed.last
+
+
+def test_bf16_falls_back_to_fp32_where_the_cpu_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_vq_config(TINY, ["train.bf16=true", f"output.run_dir={tmp_path}"])
+    monkeypatch.setattr("liquidgen.utils.device.bf16_is_native", lambda device: False)
+    with pytest.warns(RuntimeWarning, match=r"train\.bf16: .* training in fp32 instead"):
+        assert VQTrainer(config).bf16 is False
+    monkeypatch.setattr("liquidgen.utils.device.bf16_is_native", lambda device: True)
+    assert VQTrainer(config).bf16 is True
 
 
 def test_resume_refuses_a_different_model(tmp_path: Path) -> None:

@@ -140,6 +140,7 @@ def test_checkpoints_corruption_and_fallback(
     assert _losses(out) == first.losses  # the log reads as one run
 
 
+@pytest.mark.usefixtures("native_bf16")
 def test_keep_last_prunes_old_checkpoints_bf16(
     tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -150,6 +151,21 @@ def test_keep_last_prunes_old_checkpoints_bf16(
     result = train(TrainConfig.from_dict(config))
     assert [s for s, _ in ckpt.list_checkpoints(out)] == [2, 3]
     assert all(math.isfinite(loss) for loss in result.losses.values())
+
+
+def test_bf16_falls_back_to_fp32_where_the_hardware_has_none(
+    tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emulated bf16 trains ~20x slower than fp32 (benchmarks/README.md): the trainer warns
+    and runs fp32; with hardware bf16 it autocasts."""
+    config = TrainConfig.from_dict(
+        config_dict(tiny_model, tiny_data, tmp_path / "o", precision="bf16")
+    )
+    monkeypatch.setattr("liquidgen.utils.device.bf16_is_native", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="training in fp32 instead"):
+        assert not isinstance(Trainer(config).autocast, torch.autocast)
+    monkeypatch.setattr("liquidgen.utils.device.bf16_is_native", lambda device: True)
+    assert Trainer(config).autocast.fast_dtype == torch.bfloat16
 
 
 def test_a_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(

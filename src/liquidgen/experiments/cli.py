@@ -14,7 +14,7 @@ def _job_command(args: argparse.Namespace, job: int) -> list[str]:
     """The command line of ``--jobs``' process number ``job`` (2..N): this one's grid,
     ``--set`` and ``--only``, one job, no progress bars."""
     command = [sys.executable, "-m", "liquidgen", "experiment", args.config, "--quiet"]
-    command += ["--job-name", f"{job}/{args.jobs}"]
+    command += ["--job-name", f"{job}/{args.jobs}", "--largest-first"]
     for item in args.set:
         command += ["--set", item]
     if args.only:
@@ -67,7 +67,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     jobs = [subprocess.Popen(_job_command(args, k)) for k in range(2, args.jobs + 1)]
     failed = True
     try:
-        results = runner.run(args.only)
+        results = runner.run(args.only, largest_first=args.largest_first or args.jobs > 1)
         failed = False
     finally:
         for job in jobs:
@@ -137,7 +137,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="train N runs at a time, each in its own process (default 1); give each run "
-        "threads=1 in `overrides:` so that N processes use N cores",
+        "threads=1 in `overrides:` so that N processes use N cores. Implies --largest-first",
+    )
+    parser.add_argument(
+        "--largest-first",
+        action="store_true",
+        help="train the pending runs most expensive first ((decoder + LM head parameters) x "
+        "steps), so that processes sharing a grid finish together (default: grid order)",
     )
     parser.add_argument("--job-name", default="", help=argparse.SUPPRESS)  # "2/3": log prefix
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

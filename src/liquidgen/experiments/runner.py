@@ -148,13 +148,18 @@ def count_parameters(model_dir: str | Path) -> tuple[int, int]:
     return total, embedding
 
 
+def head_parameters(model_dir: str | Path) -> int:
+    """``hidden * vocabulary``: the LM head's weights, each used once per target token."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = config.get("text_config", config)
+    return int(config["hidden_size"]) * int(config["vocab_size"])
+
+
 def head_flops(model_dir: str | Path, train_records: Sequence[dict[str, Any]]) -> float:
     """FLOPs of the LM head over a run: ``6 * hidden * vocabulary`` per target token (forward
     and backward), the targets summed from the trainer's ``train`` records."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    config = config.get("text_config", config)
     targets = sum(int(r.get("targets", 0)) for r in train_records)
-    return 6.0 * config["hidden_size"] * config["vocab_size"] * targets
+    return 6.0 * head_parameters(model_dir) * targets
 
 
 def busy_seconds(train_records: Sequence[dict[str, Any]]) -> float | None:
@@ -557,9 +562,25 @@ class Runner:
         return record
 
     # -- the whole grid ---------------------------------------------------------------
-    def run(self, only: Sequence[str] | None = None) -> Path:
-        """Run every selected run not yet done (one after another; runs another process
-        holds are skipped), then gather results."""
+    def by_cost(self, runs: Sequence[RunSpec], prepared: Any) -> list[RunSpec]:
+        """``runs``, the most expensive first (grid order among equals), building any model
+        not yet built. Cost: (non-embedding + LM-head parameters) x optimiser steps, which is
+        proportional to a run's training FLOPs at the grid's fixed batch.
+
+        Several processes sharing a grid (``--jobs``) take the longest runs first, so they
+        finish together rather than one training the largest run alone at the end (the
+        longest-processing-time rule)."""
+        cost: dict[str, float] = {}
+        for run in runs:
+            model = self.build_model(run.size, run.seed, prepared)
+            total, embedding = count_parameters(model)
+            cost[run.name] = float(total - embedding + head_parameters(model)) * run.max_steps
+        return sorted(runs, key=lambda run: -cost[run.name])
+
+    def run(self, only: Sequence[str] | None = None, *, largest_first: bool = False) -> Path:
+        """Run every selected run not yet done (one after another, in grid order or with
+        ``largest_first`` the most expensive first; runs another process holds are skipped),
+        then gather results."""
         runs = self.select(only)
         todo = [r for r in runs if self.status(r) != "done"]
         self.log(f"{self.exp.name}: {len(runs)} runs, {len(runs) - len(todo)} done already")
@@ -567,6 +588,8 @@ class Runner:
             if self.exp.evaluate is not None:
                 self.eval_settings()  # a bad `evaluate:` fails now, not after the first run
             prepared = self.prepare()
+            if largest_first:
+                todo = self.by_cost(todo, prepared)
             for i, run in enumerate(todo, start=1):
                 with file_lock(self.exp.run_dir(run) / LOCK_FILE, wait=False) as held:
                     if not held:
