@@ -156,7 +156,7 @@ def test_keep_last_prunes_old_checkpoints_bf16(
 def test_bf16_falls_back_to_fp32_where_the_hardware_has_none(
     tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Emulated bf16 trains ~20x slower than fp32 (benchmarks/README.md): the trainer warns
+    """Emulated bf16 trains 17.6x slower than fp32 (benchmarks/README.md): the trainer warns
     and runs fp32; with hardware bf16 it autocasts."""
     config = TrainConfig.from_dict(
         config_dict(tiny_model, tiny_data, tmp_path / "o", precision="bf16")

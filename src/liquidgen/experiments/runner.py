@@ -570,11 +570,14 @@ class Runner:
         Several processes sharing a grid (``--jobs``) take the longest runs first, so they
         finish together rather than one training the largest run alone at the end (the
         longest-processing-time rule)."""
+        per_step: dict[Path, int] = {}  # model folder -> parameters a token passes through
         cost: dict[str, float] = {}
         for run in runs:
             model = self.build_model(run.size, run.seed, prepared)
-            total, embedding = count_parameters(model)
-            cost[run.name] = float(total - embedding + head_parameters(model)) * run.max_steps
+            if model not in per_step:
+                total, embedding = count_parameters(model)
+                per_step[model] = total - embedding + head_parameters(model)
+            cost[run.name] = float(per_step[model]) * run.max_steps
         return sorted(runs, key=lambda run: -cost[run.name])
 
     def run(self, only: Sequence[str] | None = None, *, largest_first: bool = False) -> Path:
