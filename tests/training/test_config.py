@@ -54,6 +54,16 @@ def test_bad_values_name_the_key(tmp_path: Path, override: str, message: str) ->
         load_config(path, [override])
 
 
+def test_packed_attention_refuses_gradient_checkpointing(tmp_path: Path) -> None:
+    """The backward's recomputation would run without the packed attention (torch refuses
+    the mismatch mid-training): refused when the config loads."""
+    path = write_config(tmp_path / "c.yaml", BASE)
+    overrides = ["model.attn_implementation=packed", "model.gradient_checkpointing=true"]
+    with pytest.raises(ConfigError, match=r"cannot be combined with model\.gradient_checkpointing"):
+        load_config(path, overrides)
+    assert load_config(path, overrides[:1]).model.attn_implementation == "packed"
+
+
 def test_world_size_must_divide_the_batch() -> None:
     config = TrainConfig.from_dict(dict(BASE))
     with pytest.raises(ConfigError, match="micro_batch x world_size"):

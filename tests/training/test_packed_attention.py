@@ -87,3 +87,25 @@ def test_models_with_other_attention_keep_their_own() -> None:
     with pytest.warns(UserWarning, match="own attention implementation"):
         wrapper = TargetLM(Qwen2ForCausalLM(sliding), packed=True)
     assert not wrapper.packed
+
+
+def test_every_forward_attends_within_its_own_documents() -> None:
+    """Consecutive forwards with other packings, their position ids written into the same
+    memory (as a reused buffer or a recycled allocation would be), each equal the masked
+    attention of their own documents: the plan is made per forward, never looked up by the
+    ids tensor's address."""
+    ids, positions = packed_batch()
+    targets = torch.arange(ids.numel())
+    model = tiny_llama().eval()
+    reference, packed = TargetLM(model), TargetLM(model, packed=True)
+    buffer = positions.clone()
+    other = torch.cat([torch.arange(48), torch.arange(48)]).expand(2, -1)
+    with torch.no_grad():
+        for new in (positions, other, positions):
+            buffer.numpy()[:] = new.numpy()  # same address, shape and version counter
+            torch.testing.assert_close(
+                packed(ids, buffer, targets), reference(ids, new, targets), rtol=1e-5, atol=1e-5
+            )
+    with pytest.raises(RuntimeError, match="inside use_packed_attention"):
+        model.config._attn_implementation = "liquidgen_packed"
+        model(input_ids=ids, position_ids=positions, use_cache=False)

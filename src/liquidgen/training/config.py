@@ -132,6 +132,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_field_types(self)
         _choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        if self.attn_implementation == "packed" and self.gradient_checkpointing:
+            # the backward's recomputation runs after the forward's switch to packed attention
+            # has ended: it would attend across documents (torch refuses the mismatch)
+            raise ConfigError(
+                "model.attn_implementation=packed cannot be combined with "
+                "model.gradient_checkpointing: use sdpa with checkpointing"
+            )
 
 
 @dataclasses.dataclass

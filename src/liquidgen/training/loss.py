@@ -59,7 +59,7 @@ class TargetLM(nn.Module, DecoderHead):
     ) -> torch.Tensor:
         base = base_model(self.lm)
         decoder = base.get_decoder()
-        with use_packed_attention(decoder.config, self.packed):
+        with use_packed_attention(decoder.config, position_ids, enabled=self.packed):
             out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         hidden = out.last_hidden_state  # (B, T, H)
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_index)  # (N, H)

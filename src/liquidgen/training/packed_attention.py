@@ -81,15 +81,10 @@ class _Plan:
         return self
 
 
-_cache: dict[str, Any] = {"key": None, "plan": None}
-
-
-def _plan_for(position_ids: torch.Tensor) -> _Plan:
-    """The plan of ``position_ids``, computed once per forward (every layer asks for it)."""
-    key = (position_ids.data_ptr(), tuple(position_ids.shape), position_ids._version)
-    if _cache["key"] != key:
-        _cache["key"], _cache["plan"] = key, _Plan(position_ids)
-    return _cache["plan"].to(position_ids.device)
+# The plan of the forward running inside use_packed_attention: made once from that forward's
+# position ids and read by every layer. (A cache keyed on the ids tensor's address, shape and
+# version reused a freed tensor's plan for a later batch whose ids landed at the same address.)
+_active: list[_Plan] = []
 
 
 def packed_attention(
@@ -114,7 +109,16 @@ def packed_attention(
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` queries
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    plan = _plan_for(position_ids.expand(batch, -1))
+    if not _active:
+        raise RuntimeError(
+            "liquidgen_packed attention runs inside use_packed_attention(config, position_ids)"
+        )
+    plan = _active[-1].to(query.device)
+    if plan.total != batch * length:
+        raise ValueError(
+            f"liquidgen_packed attention: a ({batch}, {length}) forward inside the plan of "
+            f"{plan.total} positions"
+        )
 
     def flat(t: torch.Tensor) -> torch.Tensor:  # (B, H, T, D) -> (B*T + 1, H, D), dummy last
         t = t.transpose(1, 2).reshape(batch * length, heads, dim)
@@ -168,16 +172,23 @@ def supports_packed_attention(config: Any) -> bool:
 
 
 @contextlib.contextmanager
-def use_packed_attention(config: Any, enabled: bool = True) -> Iterator[None]:
-    """Run the model of ``config`` with :func:`packed_attention` inside the block."""
+def use_packed_attention(
+    config: Any,
+    position_ids: torch.Tensor,  # (B, T) of the forward run inside the block
+    enabled: bool = True,
+) -> Iterator[None]:
+    """Run the model of ``config`` with :func:`packed_attention` on the documents of
+    ``position_ids`` for one forward inside the block."""
     if not enabled:
         yield
         return
     before = config._attn_implementation
     config._attn_implementation = NAME
+    _active.append(_Plan(position_ids))
     try:
         yield
     finally:
+        _active.pop()
         config._attn_implementation = before
 
 
