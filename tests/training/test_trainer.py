@@ -363,6 +363,15 @@ def test_compare_runs_plots_validation_metrics_of_several_runs(tmp_path: Path) -
         x="tokens",
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a grid's dozen runs: a colour each, the legend beside the axes (a wider figure)
+    from PIL import Image
+
+    many = compare_runs(
+        [(f"run{i}", tmp_path / "ab"[i % 2]) for i in range(12)],
+        ["text/loss"],
+        tmp_path / "many.png",
+    )
+    assert Image.open(many).width > Image.open(out).width
     assert (
         main(
             ["curves", str(tmp_path / "a"), "--metric", "vqa/acc", "--out", str(tmp_path / "d.png")]

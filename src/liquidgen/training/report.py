@@ -140,6 +140,7 @@ def compare_runs(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     if x not in X_AXES:
         raise ConfigError(f"x axis must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -168,15 +169,29 @@ def compare_runs(
     missing = [m for m, s in series.items() if not s]
     if missing:
         raise ConfigError(f"no run has validation metric(s) {', '.join(missing)}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), dpi=100)
+    # many runs (an experiment grid): a colour each (tab10 repeats after ten) and the legend
+    # beside the axes instead of over the curves
+    many = len(runs) > 6
+    colours = plt.get_cmap("tab20" if len(runs) > 10 else "tab10").colors
+    width = 5 * len(metrics) + (2.5 if many else 0.0)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 3.8), dpi=100)
     axes = [axes] if len(metrics) == 1 else list(axes)
     for ax, metric in zip(axes, metrics, strict=True):
-        for label, xs, ys in series[metric]:
-            ax.plot(xs, ys, marker="o", ms=4, lw=1.2, label=label)
+        values = []
+        for i, (label, xs, ys) in enumerate(series[metric]):
+            ax.plot(xs, ys, marker="o", ms=4, lw=1.2, label=label, color=colours[i % len(colours)])
+            values += ys
+        if min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")  # losses from initialisation to the end span decades
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_title(f"validation {metric}")
         ax.set_xlabel(
             {"step": "step", "tokens": "tokens trained on", "flops": "training FLOPs (6ND)"}[x]
         )
-        ax.grid(alpha=0.3)
-        ax.legend()
+        ax.grid(alpha=0.3, which="both")
+        if many:
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        else:
+            ax.legend()
     return _save_figure(fig, out_path)
